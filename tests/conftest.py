@@ -1,0 +1,33 @@
+"""Shared test setup: offline hub, repo root importable (trainers/ and datasets/ live there)."""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("CLIP_BIOMED_ENGINE", "builtin")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_SPLITS = REPO_ROOT.parent / "shared" / "splits"
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_biomedclip(tmp_path_factory):
+    """A tiny random BiomedCLIP-shaped model in the on-disk format of a real offline copy."""
+    from clip_biomed.backbones.testing import make_tiny
+
+    return make_tiny("biomedclip", tmp_path_factory.mktemp("tiny_biomedclip"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A DATASET.ROOT holding a small synthetic BTMRI in the published layout (24 images per class)."""
+    from clip_biomed.data_tools.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset(str(root), "BTMRI", per_class=24, size=32)
+    return root
