@@ -35,6 +35,17 @@ run_finished() {
     return 1
 }
 
+# require_args N "$@": unless N arguments were given, print the calling script's header comment
+# (its usage) and exit 2.
+require_args() {
+    local needed=$1
+    shift
+    if [ $# -lt "$needed" ]; then
+        sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0" >&2
+        exit 2
+    fi
+}
+
 dataset_config() {
     local file="$REPO_ROOT/configs/datasets/$1.yaml"
     if [ ! -f "$file" ]; then

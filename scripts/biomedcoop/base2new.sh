@@ -4,10 +4,7 @@
 #   context on the new classes.  The evaluated epoch is the last checkpoint of the training run
 #   (LOADEP overrides).  Environment as in few_shot.sh.
 source "$(dirname "$0")/../common.sh"
-if [ $# -lt 1 ]; then
-    sed -n '2,5p' "$0" >&2
-    exit 2
-fi
+require_args 1 "$@"
 DATASET=$1
 BACKBONE=${2:-BiomedCLIP}
 shift $(( $# < 2 ? $# : 2 ))

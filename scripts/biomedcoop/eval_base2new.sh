@@ -3,10 +3,7 @@
 #   bash scripts/biomedcoop/eval_base2new.sh <dataset> [backbone] [KEY VALUE ...]
 # Checkpoints are read from CKPT (./checkpoints) and downloaded there first when missing.
 source "$(dirname "$0")/../common.sh"
-if [ $# -lt 1 ]; then
-    sed -n '2,4p' "$0" >&2
-    exit 2
-fi
+require_args 1 "$@"
 DATASET=$1
 BACKBONE=${2:-BiomedCLIP}
 shift $(( $# < 2 ? $# : 2 ))

@@ -4,10 +4,7 @@
 # Checkpoints are read from CKPT (./checkpoints) and downloaded there first when missing.
 # backbone: BiomedCLIP (default) or local-dir:<offline copy of BiomedCLIP>.  Results go to OUTPUT_EVAL.
 source "$(dirname "$0")/../common.sh"
-if [ $# -lt 2 ]; then
-    sed -n '2,5p' "$0" >&2
-    exit 2
-fi
+require_args 2 "$@"
 DATASET=$1
 SHOTS=$2
 BACKBONE=${3:-BiomedCLIP}

@@ -5,10 +5,7 @@
 #   KEY VALUE: extra yacs options passed to train.py (e.g. OPTIM.MAX_EPOCH 10)
 # Environment: DATA (dataset root, ./data), OUTPUT (./output), SEEDS ("1 2 3"), PYTHON, NCTX, CSC, CTP.
 source "$(dirname "$0")/../common.sh"
-if [ $# -lt 2 ]; then
-    sed -n '2,6p' "$0" >&2
-    exit 2
-fi
+require_args 2 "$@"
 DATASET=$1
 SHOTS=$2
 BACKBONE=${3:-BiomedCLIP}
