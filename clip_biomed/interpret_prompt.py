@@ -42,14 +42,14 @@ def main(argv=None) -> int:
     from clip_biomed.backbones import build_backbone
 
     ctx = learned_context(args.checkpoint)
-    backbone = build_backbone(args.backbone, device="cpu")
+    backbone = build_backbone(args.backbone)
     vocabulary = backbone.vocabulary()
     ids = torch.arange(len(vocabulary), device=backbone.device).unsqueeze(0)
     with torch.no_grad():
         embeddings = backbone.token_embedding(ids)[0]
     n_ctx = ctx.shape[-2]
     print(f"Learned context: {tuple(ctx.shape)} ({'class-specific' if ctx.dim() == 3 else 'shared'})")
-    for row, words in enumerate(nearest_words(ctx, embeddings, vocabulary, args.topk)):
+    for row, words in enumerate(nearest_words(ctx.to(embeddings.device), embeddings, vocabulary, args.topk)):
         prefix = f"class {row // n_ctx} " if ctx.dim() == 3 else ""
         listed = ", ".join(f"{word} ({dist:.4f})" for word, dist in words)
         print(f"{prefix}ctx {row % n_ctx + 1}: {listed}")

@@ -14,6 +14,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHON
 "$PYTHON" -m clip_biomed.data_tools synthetic --out "$DEMO/data" --name BTMRI --per-class 40 --size 32
 
 DATA="$DEMO/data" OUTPUT="$DEMO/output" bash scripts/biomedcoop/few_shot.sh btmri 8 "local-dir:$DEMO/tiny-biomedclip" \
-    OPTIM.MAX_EPOCH "$EPOCHS" INPUT.SIZE "(32, 32)" DATALOADER.NUM_WORKERS 0 > "$DEMO/few_shot.log"
+    OPTIM.MAX_EPOCH "$EPOCHS" INPUT.SIZE "(32, 32)" DATALOADER.NUM_WORKERS 0 > "$DEMO/few_shot.log" 2>&1 ||
+    { tail -n 40 "$DEMO/few_shot.log" >&2; echo "few_shot.sh failed; full output in $DEMO/few_shot.log" >&2; exit 1; }
 echo "Training logs: $DEMO/output/btmri/shots_8/BiomedCoOp_tiny-biomedclip/nctx4_cscFalse_ctpend/seed*/log.txt"
 "$PYTHON" parse_test_res.py "$DEMO/output/btmri/shots_8/BiomedCoOp_tiny-biomedclip/nctx4_cscFalse_ctpend"
