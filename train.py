@@ -142,6 +142,8 @@ def print_args(args, cfg):
 
 def check_eval_checkpoint(trainer, model_dir, epoch):
     """Fail loudly before --eval-only would test a model without its learned weights."""
+    from clip_biomed.engine.checkpoint import model_file_name
+
     names = trainer.get_model_names()
     if not names:  # nothing learned (e.g. zero-shot trainers): nothing to load
         return
@@ -149,9 +151,8 @@ def check_eval_checkpoint(trainer, model_dir, epoch):
     if not model_dir:
         raise FileNotFoundError(f"--eval-only: the trainer has learned weights ({', '.join(names)}) but no "
                                 f"--model-dir was given; {how}")
-    model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
     for name in names:
-        path = osp.join(model_dir, name, model_file)
+        path = osp.join(model_dir, name, model_file_name(epoch))
         if not osp.isfile(path):
             folder = osp.dirname(path)
             found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []

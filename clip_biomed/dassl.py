@@ -12,6 +12,7 @@ come from the project's engine: Dassl's warmup schedulers crash on torch >= 2.7 
 successor into checkpoints, which Dassl's ``load_checkpoint`` cannot read under torch >= 2.6's
 ``weights_only`` default (dassl.md §9, §11).
 The project's versions write plain state dicts and read both formats with ``weights_only=True``.
+``model_file_name`` (the checkpoint file names) is the project's helper, exported here for trainers.
 """
 import os
 
@@ -82,7 +83,7 @@ else:
     )
 
 # Always the project's own (see the module docstring; load_pretrained_weights goes through load_checkpoint).
-from clip_biomed.engine.checkpoint import load_checkpoint, load_pretrained_weights  # noqa: E402
+from clip_biomed.engine.checkpoint import load_checkpoint, load_pretrained_weights, model_file_name  # noqa: E402
 from clip_biomed.engine.optim import build_lr_scheduler  # noqa: E402
 
 __all__ = [
@@ -92,5 +93,5 @@ __all__ = [
     "setup_logger", "set_random_seed", "collect_env_info", "load_pretrained_weights", "load_checkpoint",
     "save_checkpoint", "resume_from_checkpoint", "mkdir_if_missing", "listdir_nohidden", "read_json", "write_json",
     "check_isfile", "read_image", "Registry", "check_availability", "tolist_if_not", "build_optimizer",
-    "build_lr_scheduler", "AverageMeter", "MetricMeter",
+    "build_lr_scheduler", "AverageMeter", "MetricMeter", "model_file_name",
 ]

@@ -13,7 +13,8 @@ import torch
 from yacs.config import CfgNode as CN
 
 from clip_biomed.engine.checkpoint import (
-    UnloadableObject, load_checkpoint, load_pretrained_weights, resume_from_checkpoint, save_checkpoint,
+    UnloadableObject, load_checkpoint, load_pretrained_weights, model_file_name, resume_from_checkpoint,
+    save_checkpoint,
 )
 from clip_biomed.engine.config import clean_cfg, get_cfg_default
 from clip_biomed.engine.evaluation import Classification, build_evaluator, compute_accuracy
@@ -260,6 +261,12 @@ def test_save_checkpoint_layout_and_messages(tmp_path, capsys):
     assert list(loaded["state_dict"]) == ["weight", "bias"] and loaded["epoch"] == 3
     save_checkpoint(make_state(model, 4), str(tmp_path), model_name="model-best.pth.tar")
     assert (tmp_path / "checkpoint").read_text() == "model-best.pth.tar\n"
+
+
+def test_model_file_name_is_what_save_writes_and_load_model_reads(tmp_path):
+    save_checkpoint(make_state(torch.nn.Linear(1, 1), 7), str(tmp_path))
+    assert model_file_name(7) == "model.pth.tar-7" and (tmp_path / model_file_name(7)).is_file()
+    assert model_file_name() == "model-best.pth.tar"  # best_val's file, the default of load_model
 
 
 def test_resume_from_checkpoint_restores_everything(tmp_path, capsys):

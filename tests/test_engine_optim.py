@@ -110,6 +110,27 @@ def test_resume_follows_the_uninterrupted_lr_curve(warmup, stop_at):
     assert first_part + second_part == pytest.approx(uninterrupted, rel=1e-12)
 
 
+def test_resume_from_a_real_dassl_scheduler_state(tmp_path):
+    """Real Dassl's warmup state_dict is its __dict__ minus the optimizer, so it holds the successor
+    *object*; load_checkpoint reads that as a placeholder. Resuming from it continues the curve."""
+    from clip_biomed.engine.checkpoint import load_checkpoint
+
+    cfg = optim_cfg(**COSINE, MAX_EPOCH=6, WARMUP_EPOCH=1, WARMUP_TYPE="constant")
+    optimizer, scheduler = make_scheduler(cfg)
+    uninterrupted = lr_per_epoch(optimizer, scheduler, 6)
+    optimizer, scheduler = make_scheduler(cfg)
+    first_part = lr_per_epoch(optimizer, scheduler, 3)
+    dassl_state = {k: v for k, v in scheduler.__dict__.items() if k != "optimizer"}
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": dassl_state}, tmp_path / "legacy.pth.tar")
+    saved = load_checkpoint(str(tmp_path / "legacy.pth.tar"))
+
+    optimizer, scheduler = make_scheduler(cfg)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    assert scheduler.successor.optimizer is optimizer  # the live optimizer, not the pickled copy
+    assert first_part + lr_per_epoch(optimizer, scheduler, 3) == pytest.approx(uninterrupted, rel=1e-12)
+
+
 def test_scheduler_config_errors():
     with pytest.raises(ValueError, match="scheduler must be one of"):
         make_scheduler(optim_cfg(LR_SCHEDULER="poly"))

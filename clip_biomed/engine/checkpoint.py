@@ -22,8 +22,14 @@ from clip_biomed.engine.utils import mkdir_if_missing
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights",
-    "UnloadableObject",
+    "model_file_name", "UnloadableObject",
 ]
+
+
+def model_file_name(epoch=None):
+    """``model.pth.tar-<epoch>`` (a periodic checkpoint), or ``model-best.pth.tar`` without an epoch:
+    the names save_checkpoint writes and load_model (and --eval-only's check) read."""
+    return "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
 
 
 class UnloadableObject:
@@ -50,7 +56,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     mkdir_if_missing(save_dir)
     if remove_module_from_keys:
         state["state_dict"] = _strip_module_prefix(state["state_dict"])
-    fpath = osp.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
+    fpath = osp.join(save_dir, model_name or model_file_name(state["epoch"]))
     torch.save(state, fpath)
     print(f"Checkpoint saved to {fpath}")
     with open(osp.join(save_dir, "checkpoint"), "w") as f:

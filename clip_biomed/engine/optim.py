@@ -5,7 +5,8 @@ the successor's *state dict* instead of the successor object, and ``load_state_d
 into the live successor. Checkpoints therefore load with ``torch.load(weights_only=True)``, and a
 resumed run follows the same LR curve as an uninterrupted one (real Dassl freezes the LR after a
 resume past warmup, because its successor is an unpickled copy bound to a detached optimizer).
-The per-epoch LR values of an uninterrupted run are identical to Dassl's.
+The per-epoch LR values of an uninterrupted run are identical to Dassl's. State dicts saved by real
+Dassl (read through ``load_checkpoint``) load too, and also resume on the uninterrupted curve.
 """
 import math
 import warnings
@@ -173,7 +174,12 @@ class _BaseWarmupScheduler(LRScheduler):
 
     def load_state_dict(self, state_dict):
         state = dict(state_dict)
-        self.successor.load_state_dict(state.pop("successor"))
+        successor_state = state.pop("successor")
+        if not isinstance(successor_state, dict):
+            # Saved by real Dassl: the successor object, which load_checkpoint reads as a placeholder
+            # holding its attributes. Its optimizer is a detached copy; the live one is kept.
+            successor_state = {k: v for k, v in successor_state.state.items() if k != "optimizer"}
+        self.successor.load_state_dict(successor_state)
         self.__dict__.update(state)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from clip_biomed.engine.checkpoint import load_checkpoint, resume_from_checkpoint, save_checkpoint
+from clip_biomed.engine.checkpoint import load_checkpoint, model_file_name, resume_from_checkpoint, save_checkpoint
 from clip_biomed.engine.data import DataManager
 from clip_biomed.engine.evaluation import build_evaluator
 from clip_biomed.engine.meters import AverageMeter, MetricMeter
@@ -91,9 +91,8 @@ class TrainerBase:
             print("Note that load_model() is skipped as no pretrained model is given "
                   "(ignore this if it's done on purpose)")
             return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
+            model_path = osp.join(directory, name, model_file_name(epoch))
             if not osp.exists(model_path):
                 raise FileNotFoundError(f"No model at {model_path}")
             checkpoint = load_checkpoint(model_path)

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from clip_biomed.data_tools.images import read_rgb_image
 
 from clip_biomed.engine.registry import check_availability, get_most_similar_str_to_a_from_b
 
@@ -57,8 +57,13 @@ def listdir_nohidden(path, sort=False):
 
 
 def read_image(path):
-    """Open an image as RGB PIL image."""
-    return Image.open(path).convert("RGB")
+    """Open an image as an 8-bit RGB PIL image.
+
+    Difference from Dassl's ``Image.open(path).convert("RGB")``: 16-bit and float images (medical
+    PNG/TIFF) are scaled to 8 bits instead of clipped, and a missing or corrupt file raises an error
+    naming it and the fix.  8-bit images give the same pixels as Dassl.
+    """
+    return read_rgb_image(path)
 
 
 def tolist_if_not(x):

@@ -96,7 +96,8 @@ class GaussianNoise:
     def __call__(self, img):
         if random.uniform(0, 1) > self.p:
             return img
-        return img + torch.randn(img.size()) * self.std + self.mean
+        noise = torch.randn(img.size()) * self.std + self.mean  # summed before adding, as Dassl does
+        return img + noise
 
 
 class InstanceNormalization:
