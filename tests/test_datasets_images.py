@@ -72,3 +72,15 @@ def test_missing_and_corrupt_images_name_the_file(tmp_path):
     open(good, "wb").write(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="cut.jpg.*truncated"):
         read_rgb_image(good)
+
+
+def test_engine_read_image_uses_the_robust_reader(tmp_path):
+    """DatasetWrapper reads through the engine's read_image: a 16-bit image must not come out white."""
+    from clip_biomed.engine.utils import read_image
+
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(np.tile(np.arange(0, 65536, 256, dtype=np.uint16), (4, 1))).save(path)
+    pixels = np.asarray(read_image(str(path)))
+    assert pixels.shape == (4, 256, 3) and len(np.unique(pixels)) > 200
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        read_image(str(tmp_path / "missing.png"))

@@ -27,6 +27,7 @@ from yacs.config import CfgNode as CN
 from clip_biomed.backbones import build_backbone
 from clip_biomed.dassl import (
     TRAINER_REGISTRY, TrainerX, build_lr_scheduler, build_optimizer, compute_accuracy, load_checkpoint,
+    model_file_name,
 )
 from clip_biomed.precision import Precision
 from clip_biomed.prompt_learner import PromptLearner, context_state_dict
@@ -275,9 +276,8 @@ class BiomedCoOp(TrainerX):
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given (ignore this if it's done on purpose)")
             return
-        filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            path = osp.join(directory, name, filename)
+            path = osp.join(directory, name, model_file_name(epoch))
             if not osp.exists(path):
                 raise FileNotFoundError(
                     f'No model at "{path}". Pass --model-dir <output dir of a training run> (it holds '
