@@ -89,7 +89,7 @@ class Precision:
         for optimizer in _as_list(optimizers):
             if self.scaler is None:
                 optimizer.step()
-            else:
+            elif _has_grads(optimizer):  # GradScaler.step asserts on an optimizer that got no gradient
                 self.scaler.step(optimizer)
         if self.scaler is not None:
             self.scaler.update()
@@ -126,3 +126,8 @@ class Precision:
 
 def _as_list(optimizers: Optimizers) -> List[torch.optim.Optimizer]:
     return [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers)
+
+
+def _has_grads(optimizer: torch.optim.Optimizer) -> bool:
+    # a plain optimizer.step() skips such an optimizer's parameters too (e.g. a registered model the loss did not use)
+    return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])

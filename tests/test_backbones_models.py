@@ -4,7 +4,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import json  # noqa: E402
 import math  # noqa: E402
+import shutil  # noqa: E402
 
 import open_clip  # noqa: E402
 import pytest  # noqa: E402
@@ -192,6 +194,16 @@ def test_vocabulary_indexes_the_word_embeddings(backbones, family):
     assert vocabulary[photo_id] == "photo"
 
 
+def test_clip_text_tower_with_a_hugging_face_tokenizer_is_refused(tiny_dirs, tmp_path):
+    """open_clip tokenizes such models (e.g. MetaCLIP 2 "worldwide") with that tokenizer; the CLIP BPE is wrong."""
+    config = json.loads((tiny_dirs["clip"] / "open_clip_config.json").read_text())
+    config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "facebook/xlm-v-base"
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(config))
+    shutil.copyfile(tiny_dirs["clip"] / "open_clip_model.safetensors", tmp_path / "open_clip_model.safetensors")
+    with pytest.raises(ValueError, match="uses the Hugging Face tokenizer facebook/xlm-v-base"):
+        build_backbone(tiny_name(tmp_path), device="cpu")
+
+
 def test_local_dir_round_trip_gives_identical_outputs(backbones, tiny_dirs, family, tmp_path):
     backbone = backbones[family]
     resolve(tiny_name(tiny_dirs[family])).export(tmp_path / "copy")
@@ -232,7 +244,7 @@ def test_runs_on_cuda_with_inputs_from_the_cpu(backbones, tiny_dirs, family):
     ids = cpu.tokenize(PROMPTS)  # on the CPU: encode_* move what they are given
     assert cuda.tokenize(PROMPTS).device.type == "cuda"
     with torch.no_grad():
-        text = cuda.encode_text_embeddings(cuda.token_embedding(ids), ids)
+        text = cuda.encode_text_embeddings(cpu.token_embedding(ids), ids)  # embeddings from the CPU too
         image = cuda.encode_image(_images(cpu))
     assert text.device.type == image.device.type == "cuda"
     assert (text.cpu() - cpu.encode_text(ids)).abs().max().item() < 1e-4

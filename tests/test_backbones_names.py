@@ -162,6 +162,16 @@ def test_pickled_objects_are_refused_with_the_way_out(tiny_root, tmp_path):
     assert "weights_only=True" in str(info.value) and "torch.save(" in str(info.value)
 
 
+@pytest.mark.filterwarnings("ignore:.*(TorchScript|deprecated)")
+def test_torchscript_archives_are_refused_with_the_way_out(tmp_path):
+    """OpenAI's clip.load downloads (~/.cache/clip/ViT-B-16.pt) are TorchScript archives, not state dicts."""
+    path = tmp_path / "ViT-B-16.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
+    with pytest.raises(ValueError) as info:
+        build_backbone(f"PubMedCLIP:{path}", device="cpu")
+    assert "is a TorchScript archive" in str(info.value) and f"torch.jit.load('{path}'" in str(info.value)
+
+
 def test_weights_that_do_not_fit_are_reported(tiny_root, tmp_path):
     shutil.copytree(tiny_root / "pmcclip", tmp_path / "pmc")
     (tmp_path / "pmc" / "pmc_clip_config.json").write_text(json.dumps({"width": 16}))

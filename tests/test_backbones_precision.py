@@ -107,6 +107,16 @@ def test_gradient_clipping_over_several_optimizers():
     assert torch.cat([a, b]).norm().item() == pytest.approx(1.0, rel=1e-5)  # both stepped
 
 
+def test_scaled_step_skips_an_optimizer_whose_parameters_got_no_gradient():
+    """On CUDA fp16/amp a GradScaler steps; it asserts on an optimizer without gradients (CPU scaler here)."""
+    used, unused = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    optimizers = [torch.optim.SGD([used], lr=0.5), torch.optim.SGD([unused], lr=0.5)]
+    precision = Precision("fp32", "cpu")
+    precision.scaler = torch.amp.GradScaler("cpu")  # what Precision("fp16" | "amp", "cuda") holds
+    precision.backward_and_step((used * 3).sum(), optimizers)
+    assert torch.equal(used.detach(), torch.full((2,), -0.5)) and torch.equal(unused.detach(), torch.ones(2))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("setting, weight_dtype", [("fp16", torch.float16), ("amp", torch.float32)])
 def test_cuda_fp16_uses_a_grad_scaler(setting, weight_dtype):

@@ -93,6 +93,10 @@ def _tokenizer(text_cfg: dict, tokenizer_dir: Optional[Path]):
         if text_cfg.get("tokenizer_mode"):  # only newer open_clip versions know this argument
             kwargs["tokenizer_mode"] = text_cfg["tokenizer_mode"]
         return HFTokenizer(str(tokenizer_dir), context_length=context_length, **kwargs)
+    if text_cfg.get("hf_tokenizer_name"):  # open_clip would use it; the CLIP BPE would give wrong ids
+        raise ValueError(f"the model's OpenAI-CLIP-style text tower uses the Hugging Face tokenizer "
+                         f"{text_cfg['hf_tokenizer_name']}, which is supported only with a Hugging Face text tower; "
+                         "choose a model whose text tower uses the CLIP BPE (e.g. CLIP, ViT-B-16:openai)")
     return SimpleTokenizer(context_length=context_length, **kwargs) if kwargs else _clip_bpe_tokenizer(context_length)
 
 
@@ -121,6 +125,14 @@ def _loading(path: Path):
             f"weights_only=False); torch.save(c.get('state_dict', c) if isinstance(c, dict) else c, '{path}')\""
         ) from err
     except RuntimeError as err:  # load_state_dict: missing/unexpected keys, shape mismatch
+        if "TorchScript" in str(err):  # torch.load(weights_only=True) refuses TorchScript archives
+            raise ValueError(
+                f"{path} is a TorchScript archive (as OpenAI's clip.load downloads are), so it is not loaded: "
+                "loading it runs the code it holds. If you trust the file, convert it once into a plain state dict "
+                f"and keep the file name: python -c \"import torch; sd = torch.jit.load('{path}', map_location='cpu')"
+                ".state_dict(); [sd.pop(k, None) for k in ('input_resolution', 'context_length', 'vocab_size')]; "
+                f"torch.save(sd, '{path}')\""
+            ) from err
         raise ValueError(f"the weights in {path} do not fit the architecture they were loaded into; "
                          f"is the file complete and the right one? ({err})") from err
 
@@ -234,11 +246,12 @@ class OpenClipFiles:
         return files
 
     def build(self, name: str) -> OpenClipBackbone:
+        text_cfg = self.model_cfg["text_cfg"]
+        tokenizer = _tokenizer(text_cfg, self.tokenizer_dir)  # before the weights: it may refuse the model
         model = instantiate(self.model_cfg, self.text_dir)
         with _loading(self.weights):
             open_clip.load_checkpoint(model, str(self.weights), strict=True, weights_only=True)
-        text_cfg = self.model_cfg["text_cfg"]
-        return OpenClipBackbone.wrap(model, _tokenizer(text_cfg, self.tokenizer_dir), name=name,
+        return OpenClipBackbone.wrap(model, tokenizer, name=name,
                                      family=self.family, context_length=text_cfg.get("context_length", 77),
                                      preprocess=_preprocess(model, self.config.get("preprocess_cfg", {})))
 

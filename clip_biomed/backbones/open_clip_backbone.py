@@ -88,7 +88,7 @@ class OpenClipBackbone(Backbone):
         if embeds.dim() != 3 or embeds.shape[:2] != ids.shape:
             raise ValueError(f"embeds must be [N, L, ctx_dim] with [N, L] = ids.shape; got embeds "
                              f"{tuple(embeds.shape)} and ids {tuple(ids.shape)}")
-        ids = ids.to(embeds.device)
+        embeds, ids = embeds.to(self.device), ids.to(self.device)  # like encode_image: inputs may come from the CPU
         length = self._used_length(ids)  # padding beyond the longest prompt cannot change the output
         features = self._encode_trimmed(embeds[:, :length].to(self.weight_dtype), ids[:, :length])
         return features.float()
