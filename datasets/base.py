@@ -18,7 +18,7 @@ import os
 from clip_biomed.dassl import DatasetBase, Datum
 from clip_biomed.data_tools.download import download_command, verify_command
 from clip_biomed.data_tools.splits import (
-    SPLIT_KEYS, SplitFileError, fewshot_cache_path, file_sha256, read_fewshot_cache, read_split_file,
+    SPLIT_KEYS, SplitFileError, fewshot_cache_path, file_sha256, published_layout, read_fewshot_cache, read_split_file,
     write_fewshot_cache,
 )
 
@@ -68,7 +68,7 @@ class SplitJSONDataset(DatasetBase):
         self.dataset_name = self.name_in(cfg)
         self.dataset_dir = os.path.join(self.root, self.dataset_name)
         self.image_dir = self.image_dir_in(cfg)
-        self.split_path = os.path.join(self.dataset_dir, f"split_{self.dataset_name}.json")
+        self.split_path = published_layout(self.root, self.dataset_name)[0]
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
 
         self.prepare_split_file(cfg)
@@ -89,7 +89,7 @@ class SplitJSONDataset(DatasetBase):
         return type(self).__name__
 
     def image_dir_in(self, cfg):
-        return os.path.join(self.dataset_dir, self.dataset_name)
+        return published_layout(self.root, self.dataset_name)[1]
 
     def prepare_split_file(self, cfg):
         """Published datasets ship their split file: without it (or the images) the dataset is absent."""

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 from clip_biomed.data_tools.catalog import is_published, published_dataset
 from clip_biomed.data_tools.images import read_rgb_image
-from clip_biomed.data_tools.splits import SPLIT_KEYS, SplitFileError, read_split_file
+from clip_biomed.data_tools.splits import SPLIT_KEYS, SplitFileError, published_layout, read_split_file
 
 SOURCES = ("hf", "gdrive")
 _CHUNK = 1 << 20
@@ -190,8 +190,7 @@ def verify_dataset(name: str, root: str, check_images: bool = False) -> DatasetC
     """Check ``<root>/<name>``: split file present and valid, every listed image present (and
     decodable, with ``check_images``, which reads every image and is slow for large datasets)."""
     root = os.path.abspath(os.path.expanduser(root))
-    dataset_dir = os.path.join(root, name)
-    check = DatasetCheck(name, root, os.path.join(dataset_dir, f"split_{name}.json"), os.path.join(dataset_dir, name))
+    check = DatasetCheck(name, root, *published_layout(root, name))
     if not os.path.isfile(check.split_path):
         check.problem = f"split file not found: {check.split_path}"
         return check

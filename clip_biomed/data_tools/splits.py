@@ -38,6 +38,13 @@ class SplitFileError(ValueError):
     """A split file or few-shot cache that cannot be used as it is; the message says why."""
 
 
+def published_layout(root: str, name: str) -> Tuple[str, str]:
+    """(split file, image folder) of dataset ``name`` under ``root`` in the published layout:
+    ``<root>/<name>/split_<name>.json`` and ``<root>/<name>/<name>/``."""
+    dataset_dir = os.path.join(root, name)
+    return os.path.join(dataset_dir, f"split_{name}.json"), os.path.join(dataset_dir, name)
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

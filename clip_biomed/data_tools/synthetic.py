@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from clip_biomed.data_tools.catalog import class_folder, published_dataset
-from clip_biomed.data_tools.splits import stratified_split, write_split_file
+from clip_biomed.data_tools.splits import published_layout, stratified_split, write_split_file
 
 LAYOUTS = ("published", "folder", "csv")
 _SHAPES = ("disk", "square", "ring", "cross")
@@ -63,8 +63,8 @@ def write_synthetic_dataset(out: str, name: str, classnames: Optional[Sequence[s
     classnames = list(classnames) if classnames else list(published_dataset(name).classnames)
     rng = np.random.default_rng(seed)
     dataset_dir = os.path.join(os.path.expanduser(out), name)
-    image_dir = {"published": os.path.join(dataset_dir, name), "folder": dataset_dir,
-                 "csv": dataset_dir}[layout]
+    split_path, published_images = published_layout(os.path.expanduser(out), name)
+    image_dir = {"published": published_images, "folder": dataset_dir, "csv": dataset_dir}[layout]
     paths_by_class = []
     for label, classname in enumerate(classnames):
         folder = class_folder(classname)
@@ -81,7 +81,7 @@ def write_synthetic_dataset(out: str, name: str, classnames: Optional[Sequence[s
 
     if layout == "published":
         split = stratified_split(paths_by_class, classnames, seed=seed)
-        write_split_file(split, os.path.join(dataset_dir, f"split_{name}.json"))
+        write_split_file(split, split_path)
     elif layout == "csv":
         with open(os.path.join(dataset_dir, "labels.csv"), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
