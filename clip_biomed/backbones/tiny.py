@@ -1,9 +1,12 @@
-"""Tiny RANDOM models written in the same on-disk layout a real offline copy uses.
+"""Tiny models written in the same on-disk layout a real offline copy uses: random, or aligned.
 
 ``python -m clip_biomed.backbones tiny --family {biomedclip,clip,pubmedclip,pmcclip} --out DIR``
 writes one; ``MODEL.BACKBONE.NAME local-dir:DIR`` then runs exactly the code path of the real
 model (format detection, config rewriting, weight loading, tokenizers), in well under a second
-on a CPU.  The weights are random: the outputs mean nothing.
+on a CPU.  The weights are random: the outputs mean nothing.  With ``--align-to ROOT/NAME``
+(:func:`align_tiny`) the random model is then contrastively pre-trained on a dataset
+(``align.py``) and the trained weights are written back into the same files, so it classifies
+that dataset zero-shot.
 
 | family     | layout (as the real model)                 | image tower                | text tower                 |
 |------------|--------------------------------------------|----------------------------|----------------------------|
@@ -17,16 +20,23 @@ their directories are ~13 MB; the others are under 2 MB.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Union
 
 import open_clip
 import torch
 from open_clip.modified_resnet import ModifiedResNet
 from transformers import BertConfig, BertModel
 
+from .align import AlignReport, AlignSettings, align_backbone, read_image_set, zero_shot_accuracy
+from .base import Backbone
+from .factory import build_backbone
 from .formats import (OPEN_CLIP_CONFIG, PMC_CONFIG, PMC_IMAGE_ENCODER, PMC_TEXT_ENCODER, PMC_TEXT_PROJECTION,
                       PUBMEDCLIP_FILE, instantiate, write_json)
 from .micro_vit import MICRO_VIT_IMAGE_SIZE, MICRO_VIT_NAME
+from .sources import LOCAL_DIR
 
 TINY_EMBED_DIM = 32  # differs from the text width (64) so that mixing the two up fails loudly
 TINY_IMAGE_SIZE = 32
@@ -94,22 +104,36 @@ def _write_biomedclip(out: Path) -> None:
                  "text_cfg": {"hf_model_name": TINY_BERT_HUB_ID, "hf_tokenizer_name": TINY_BERT_HUB_ID,
                               "hf_proj_type": "mlp", "hf_pooler_type": "cls_last_hidden_state_pooler",
                               "context_length": 256}}
-    model = instantiate(model_cfg, text_dir=out)
-    torch.save(model.state_dict(), out / "open_clip_pytorch_model.bin")
     write_json({"model_cfg": model_cfg, "preprocess_cfg": OPENAI_PREPROCESS}, out / OPEN_CLIP_CONFIG)
+    _save_biomedclip(instantiate(model_cfg, text_dir=out), out)
+
+
+def _save_biomedclip(model: torch.nn.Module, out: Path) -> None:
+    torch.save(model.state_dict(), out / "open_clip_pytorch_model.bin")
+
+
+_CLIP_HEAD_WIDTH = 32
+# OpenAI state dicts carry no head count: the loader assumes heads = width/64 (1 head at width 64)
+_PUBMEDCLIP_HEAD_WIDTH = 64
 
 
 def _write_clip(out: Path) -> None:
-    from safetensors.torch import save_file
-    model_cfg = _tiny_clip_cfg(head_width=32)
-    # a plain open_clip CLIP, saved as open_clip saves it (text keys at top level, not under `text.`)
-    save_file(open_clip.CLIP(**model_cfg).state_dict(), str(out / "open_clip_model.safetensors"))
+    model_cfg = _tiny_clip_cfg(head_width=_CLIP_HEAD_WIDTH)
     write_json({"model_cfg": model_cfg, "preprocess_cfg": OPENAI_PREPROCESS}, out / OPEN_CLIP_CONFIG)
+    _save_clip(open_clip.CLIP(**model_cfg), out)
+
+
+def _save_clip(model: open_clip.CLIP, out: Path) -> None:
+    from safetensors.torch import save_file
+    # a plain open_clip CLIP, saved as open_clip saves it (text keys at top level, not under `text.`)
+    save_file(model.state_dict(), str(out / "open_clip_model.safetensors"))
 
 
 def _write_pubmedclip(out: Path) -> None:
-    # OpenAI state dicts carry no head count: heads are width/64 (1 head at width 64)
-    model = open_clip.CLIP(**_tiny_clip_cfg(head_width=64))
+    _save_pubmedclip(open_clip.CLIP(**_tiny_clip_cfg(head_width=_PUBMEDCLIP_HEAD_WIDTH)), out)
+
+
+def _save_pubmedclip(model: open_clip.CLIP, out: Path) -> None:
     open_clip.convert_weights_to_fp16(model)  # OpenAI checkpoints keep most weights in fp16
     torch.save({"state_dict": model.state_dict()}, out / PUBMEDCLIP_FILE)
 
@@ -131,6 +155,40 @@ _WRITERS = {"biomedclip": _write_biomedclip, "clip": _write_clip, "pubmedclip": 
 TINY_FAMILIES = tuple(_WRITERS)
 
 
+# --- writing trained weights back ----------------------------------------------------------------
+# Every family loads into an open_clip CustomTextCLIP (``formats.py``); these write such a model back
+# into the family's own files, so that ``local-dir:`` reads the trained weights exactly as it read
+# the random ones.
+
+
+def _as_plain_clip(model: torch.nn.Module, head_width: int) -> open_clip.CLIP:
+    """A CustomTextCLIP with an OpenAI-CLIP text tower as the plain ``open_clip.CLIP`` the files hold:
+    the inverse of open_clip's ``convert_to_custom_text_state_dict`` (text keys at the top level)."""
+    plain = open_clip.CLIP(**_tiny_clip_cfg(head_width))
+    state = {key[len("text."):] if key.startswith("text.") else key: value
+             for key, value in model.state_dict().items()}
+    plain.load_state_dict(state, strict=True)
+    return plain
+
+
+def _save_trained_pmcclip(model: torch.nn.Module, out: Path) -> None:
+    torch.save(model.visual.state_dict(), out / PMC_IMAGE_ENCODER)
+    torch.save(model.text.transformer.state_dict(), out / PMC_TEXT_ENCODER)
+    # the loader builds the bias-free projection as `text.proj.weight = P.t()` (pooler_output @ P)
+    torch.save(model.text.proj.weight.detach().t().contiguous(), out / PMC_TEXT_PROJECTION)
+    # PMC-CLIP's logit scale is a constant of the architecture; a trained one goes into the config
+    arch = json.loads((out / PMC_CONFIG).read_text(encoding="utf-8"))
+    write_json({**arch, "log_logit_scale": model.logit_scale.item()}, out / PMC_CONFIG)
+
+
+_TRAINED_SAVERS = {
+    "biomedclip": _save_biomedclip,
+    "clip": lambda model, out: _save_clip(_as_plain_clip(model, _CLIP_HEAD_WIDTH), out),
+    "pubmedclip": lambda model, out: _save_pubmedclip(_as_plain_clip(model, _PUBMEDCLIP_HEAD_WIDTH), out),
+    "pmcclip": _save_trained_pmcclip,
+}
+
+
 def write_tiny(family: str, out_dir, seed: int = 0) -> Path:
     """Write a tiny random model of ``family`` into ``out_dir`` (created); returns the directory."""
     if family not in TINY_FAMILIES:
@@ -141,3 +199,42 @@ def write_tiny(family: str, out_dir, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         _WRITERS[family](out)
     return out
+
+
+# Optimizer steps that align each tiny family on the demo's synthetic BTMRI (4 classes x 20 training
+# images) to 100% zero-shot for most seeds.  The BERT towers' saturated attention (their wide init)
+# takes hundreds of steps to see past the last word that class names share ("... tumor"): biomedclip
+# 14 of 15 seeds with 1000 steps, pmcclip 5 of 5 with 2000 (2 of 5 with 1000); the CLIP towers need
+# tens (5 of 5 with 200).
+TINY_ALIGN_STEPS = {"biomedclip": 1000, "clip": 200, "pubmedclip": 200, "pmcclip": 2000}
+
+
+@dataclass(frozen=True)
+class AlignedTiny:
+    """What :func:`align_tiny` did; zero-shot accuracies ("a photo of a {class}.") are percentages on
+    the dataset's test split."""
+
+    backbone: Backbone  # the trained model as it was written (frozen, eval mode, on the CPU)
+    report: AlignReport
+    zero_shot_before: float
+    zero_shot_after: float
+
+
+def align_tiny(family: str, out_dir, dataset_dir, settings: Optional[AlignSettings] = None,
+               device: Union[str, torch.device] = "cpu") -> AlignedTiny:
+    """Contrastively pre-train the tiny ``family`` model in ``out_dir`` (written by :func:`write_tiny`)
+    on the train split of ``dataset_dir`` (published layout, see ``align.py``) on ``device``, and
+    write the trained weights back into the same files.  ``settings`` default: the family's
+    :data:`TINY_ALIGN_STEPS`, seed 0."""
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+    settings = settings or AlignSettings(steps=TINY_ALIGN_STEPS[family])
+    out = Path(out_dir).expanduser()
+    backbone = build_backbone(f"{LOCAL_DIR}{out}", device=device)
+    test = read_image_set(dataset_dir, "test", backbone.preprocess)
+    before = zero_shot_accuracy(backbone, test)
+    report = align_backbone(backbone, dataset_dir, settings)
+    after = zero_shot_accuracy(backbone, test)
+    backbone.cpu()
+    _TRAINED_SAVERS[family](backbone.model, out)
+    return AlignedTiny(backbone, report, zero_shot_before=before, zero_shot_after=after)
