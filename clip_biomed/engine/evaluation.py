@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
-from clip_biomed.engine.registry import Registry, check_availability
+from clip_biomed.engine.registry import Registry, build_registered
 
 __all__ = ["EVALUATOR_REGISTRY", "EvaluatorBase", "Classification", "build_evaluator", "compute_accuracy"]
 
@@ -18,11 +18,7 @@ EVALUATOR_REGISTRY = Registry("EVALUATOR")
 
 
 def build_evaluator(cfg, **kwargs):
-    avai_evaluators = EVALUATOR_REGISTRY.registered_names()
-    check_availability(cfg.TEST.EVALUATOR, avai_evaluators)
-    if cfg.VERBOSE:
-        print(f"Loading evaluator: {cfg.TEST.EVALUATOR}")
-    return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)
+    return build_registered(EVALUATOR_REGISTRY, cfg.TEST.EVALUATOR, "evaluator", cfg.VERBOSE, cfg, **kwargs)
 
 
 class EvaluatorBase:

@@ -1,7 +1,7 @@
 """Name -> class registries (Dassl's ``Registry``) and the "do you mean" lookup check."""
 import difflib
 
-__all__ = ["Registry", "check_availability", "get_most_similar_str_to_a_from_b"]
+__all__ = ["Registry", "check_availability", "get_most_similar_str_to_a_from_b", "build_registered"]
 
 
 def get_most_similar_str_to_a_from_b(a, b):
@@ -55,3 +55,12 @@ class Registry:
 
     def registered_names(self):
         return list(self._obj_map.keys())
+
+
+def build_registered(registry, name, what, verbose, *args, **kwargs):
+    """Instantiate ``registry``'s class ``name`` (an unknown name raises the error listing the valid
+    ones) after printing Dassl's ``Loading <what>: <name>`` line when ``verbose``."""
+    check_availability(name, registry.registered_names())
+    if verbose:
+        print(f"Loading {what}: {name}")
+    return registry.get(name)(*args, **kwargs)

@@ -17,7 +17,7 @@ from clip_biomed.engine.checkpoint import load_checkpoint, model_file_name, resu
 from clip_biomed.engine.data import DataManager
 from clip_biomed.engine.evaluation import build_evaluator
 from clip_biomed.engine.meters import AverageMeter, MetricMeter
-from clip_biomed.engine.registry import Registry, check_availability
+from clip_biomed.engine.registry import Registry, build_registered
 from clip_biomed.engine.utils import mkdir_if_missing, tolist_if_not
 
 __all__ = ["TRAINER_REGISTRY", "build_trainer", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
@@ -26,10 +26,7 @@ TRAINER_REGISTRY = Registry("TRAINER")
 
 
 def build_trainer(cfg):
-    check_availability(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
-    if cfg.VERBOSE:
-        print(f"Loading trainer: {cfg.TRAINER.NAME}")
-    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
+    return build_registered(TRAINER_REGISTRY, cfg.TRAINER.NAME, "trainer", cfg.VERBOSE, cfg)
 
 
 class TrainerBase:

@@ -7,8 +7,8 @@ even when a class has exactly K items).
 import random
 from collections import defaultdict
 
-from clip_biomed.engine.registry import Registry
-from clip_biomed.engine.utils import check_availability, check_isfile
+from clip_biomed.engine.registry import Registry, build_registered
+from clip_biomed.engine.utils import check_isfile
 
 __all__ = ["Datum", "DatasetBase", "DATASET_REGISTRY", "build_dataset"]
 
@@ -17,10 +17,7 @@ DATASET_REGISTRY = Registry("DATASET")
 
 def build_dataset(cfg):
     """Instantiate the dataset class registered under ``cfg.DATASET.NAME``."""
-    check_availability(cfg.DATASET.NAME, DATASET_REGISTRY.registered_names())
-    if cfg.VERBOSE:
-        print(f"Loading dataset: {cfg.DATASET.NAME}")
-    return DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
+    return build_registered(DATASET_REGISTRY, cfg.DATASET.NAME, "dataset", cfg.VERBOSE, cfg)
 
 
 class Datum:
