@@ -31,3 +31,15 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     write_synthetic_dataset(str(root), "BTMRI", per_class=24, size=32)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """Tiny models of the biomedclip, pubmedclip and pmcclip families under one folder (read-only:
+    tests that change files copy a family's folder first)."""
+    from clip_biomed.backbones.testing import make_tiny
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    for family in ("biomedclip", "pubmedclip", "pmcclip"):
+        make_tiny(family, root / family)
+    return root

@@ -17,20 +17,12 @@ import torch  # noqa: E402
 from clip_biomed.backbones import build_backbone, download_backbone, hub  # noqa: E402
 from clip_biomed.backbones.formats import PMC_ARCH, PMCFiles  # noqa: E402
 from clip_biomed.backbones.sources import BIOMEDCLIP_HUB_ID, resolve  # noqa: E402
-from clip_biomed.backbones.testing import make_tiny, tiny_name  # noqa: E402
+from clip_biomed.backbones.testing import tiny_name  # noqa: E402
 from clip_biomed.backbones.tiny import TINY_BERT_HUB_ID  # noqa: E402
 
 BERT_FILES = ("config.json", "vocab.txt", "tokenizer_config.json")
 PMC_WEIGHTS = ("image_encoder(resnet50).pth", "text_encoder.pth", "text_projection_layer.pth")
 PROMPTS = ["a photo of a glioma tumor.", "normal brain"]
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_hub")
-    for family in ("biomedclip", "pubmedclip", "pmcclip"):
-        make_tiny(family, root / family)
-    return root
 
 
 def _cache_repo(cache, repo_id, files, repo_type="model"):

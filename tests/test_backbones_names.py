@@ -17,17 +17,9 @@ from clip_biomed.backbones import (ModelNotAvailableError, build_backbone, downl
                                    list_backbones, register_backbone)
 from clip_biomed.backbones import hub  # noqa: E402
 from clip_biomed.backbones.__main__ import main  # noqa: E402
-from clip_biomed.backbones.testing import make_tiny, tiny_name  # noqa: E402
+from clip_biomed.backbones.testing import tiny_name  # noqa: E402
 
 FAST_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_names")
-    for family in ("biomedclip", "pubmedclip", "pmcclip"):
-        make_tiny(family, root / family)
-    return root
 
 
 @pytest.fixture
