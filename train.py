@@ -142,21 +142,17 @@ def print_args(args, cfg):
 
 def check_eval_checkpoint(trainer, model_dir, epoch):
     """Fail loudly before --eval-only would test a model without its learned weights."""
-    from clip_biomed.engine.checkpoint import model_file_name
+    from clip_biomed.engine.checkpoint import find_model_file
 
     names = trainer.get_model_names()
     if not names:  # nothing learned (e.g. zero-shot trainers): nothing to load
         return
-    how = "pass --model-dir <OUTPUT_DIR of the training run> (and --load-epoch N for model.pth.tar-N)"
     if not model_dir:
         raise FileNotFoundError(f"--eval-only: the trainer has learned weights ({', '.join(names)}) but no "
-                                f"--model-dir was given; {how}")
+                                "--model-dir was given; pass --model-dir <OUTPUT_DIR of the training run> "
+                                "(and --load-epoch N for model.pth.tar-N; default: the run's final checkpoint)")
     for name in names:
-        path = osp.join(model_dir, name, model_file_name(epoch))
-        if not osp.isfile(path):
-            folder = osp.dirname(path)
-            found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
-            raise FileNotFoundError(f"--eval-only: no checkpoint at {path} (found: {found or 'nothing'}); {how}")
+        find_model_file(model_dir, name, epoch)
 
 
 def main(args):

@@ -1,13 +1,20 @@
 """Trainers of the project, registered in TRAINER_REGISTRY when imported (from the repository root).
 
-Each trainer module may define ``add_config(cfg)`` adding its ``TRAINER.<NAME>`` keys; ``extend_cfg``
+Every module of this package is one method and is imported here, so adding a method is adding a
+file.  A module may define ``add_config(cfg)`` adding its ``TRAINER.<NAME>`` keys; ``extend_cfg``
 calls them all, so every YAML and command-line option of every method merges into one config tree.
 """
-from . import biomedcoop
+import importlib
+import pkgutil
 
-TRAINER_MODULES = (biomedcoop,)
+TRAINER_MODULES = tuple(
+    importlib.import_module(f"{__name__}.{module.name}")
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
+    if not module.name.startswith("_")
+)
 
 
 def extend_cfg(cfg) -> None:
     for module in TRAINER_MODULES:
-        module.add_config(cfg)
+        if callable(getattr(module, "add_config", None)):
+            module.add_config(cfg)

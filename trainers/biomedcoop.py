@@ -17,30 +17,19 @@ when the score spread is zero (every prompt is kept).  Only ``prompt_learner.ctx
 """
 from __future__ import annotations
 
-import os.path as osp
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_biomed.backbones import build_backbone
-from clip_biomed.dassl import (
-    TRAINER_REGISTRY, TrainerX, build_lr_scheduler, build_optimizer, compute_accuracy, load_checkpoint,
-    model_file_name,
-)
-from clip_biomed.precision import Precision
+from clip_biomed.dassl import build_lr_scheduler, build_optimizer, compute_accuracy
+from clip_biomed.method import ClipTrainer, published_names, register_method
 from clip_biomed.prompt_learner import PromptLearner, context_state_dict
 from clip_biomed.prompts import load_prompt_file
 
-DEFAULT_BACKBONE = "BiomedCLIP"
 # Published trainer names and the backbone each one fixes (their YAMLs say ViT-B/16 for all of them).
-PUBLISHED_ALIASES = {
-    "BiomedCoOp_BiomedCLIP": "BiomedCLIP",
-    "BiomedCoOp_CLIP": "CLIP",
-    "BiomedCoOp_PubMedCLIP": "PubMedCLIP",
-    "BiomedCoOp_PMCCLIP": "PMCCLIP",
-}
+PUBLISHED_ALIASES = published_names("BiomedCoOp_{}")
 
 
 def add_config(cfg) -> None:
@@ -126,40 +115,17 @@ def biomedcoop_losses(
 # ---------------------------------------------------------------------------------------------
 
 
-def check_input_size(cfg, backbone, name: str) -> None:
-    """The data pipeline (built before the model) must produce the images the backbone expects."""
-    size = backbone.preprocess.size
-    if tuple(cfg.INPUT.SIZE) != (size, size):
-        raise ValueError(
-            f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but backbone {name} takes {size}x{size} images: "
-            f'pass INPUT.SIZE "({size}, {size})"'
-        )
-
-
-def _names_a_model_location(name: str) -> bool:
-    return name.startswith(("local-dir:", "hf-hub:"))
-
-
-@TRAINER_REGISTRY.register()
-class BiomedCoOp(TrainerX):
+class BiomedCoOp(ClipTrainer):
     """BiomedCoOp on any backbone (MODEL.BACKBONE.NAME, default BiomedCLIP)."""
 
-    backbone_name: Optional[str] = None  # set by the published-name aliases
-
-    def check_cfg(self, cfg):
-        Precision.check(cfg.TRAINER.BIOMEDCOOP.PREC)
+    METHOD = "BiomedCoOp"
+    CONFIG_NODE = "BIOMEDCOOP"
 
     def build_model(self):
         cfg = self.cfg
-        opts = cfg.TRAINER.BIOMEDCOOP
+        opts = self.opts
         classnames = self.dm.dataset.classnames
-        name = cfg.MODEL.BACKBONE.NAME or DEFAULT_BACKBONE
-        if self.backbone_name and not _names_a_model_location(name):
-            name = self.backbone_name
-        print(f"Loading backbone: {name}")
-        self.backbone = build_backbone(name, device=self.device, precision=opts.PREC)
-        self.precision = Precision(opts.PREC, self.device)
-        check_input_size(cfg, self.backbone, name)
+        self.build_backbone()
 
         print("Building the prompt learner")
         self.prompt_learner = PromptLearner(
@@ -170,47 +136,27 @@ class BiomedCoOp(TrainerX):
             csc=opts.CSC,
             class_token_position=opts.CLASS_TOKEN_POSITION,
         ).to(self.device)
-        self.prompt_learner.metadata = {
-            "trainer": "BiomedCoOp",
-            "backbone": name,
-            "dataset": cfg.DATASET.NAME,
-            "subsample_classes": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
-        }
+        self.prompt_learner.metadata = self.run_metadata()
         # Check the ensemble now (a missing class fails before any training); encode it lazily.
         self.llm_prompts: List[List[str]] = load_prompt_file(opts.PROMPTS or cfg.DATASET.NAME).for_classes(
             classnames, opts.N_PROMPTS
         )
         self._prompt_features = None
         self._prototypes = None
-        self._eval_text_features = None
 
         optim = build_optimizer(self.prompt_learner, cfg.OPTIM)
         sched = build_lr_scheduler(optim, cfg.OPTIM)
         self.register_model("prompt_learner", self.prompt_learner, optim, sched)
-        n_params = sum(p.numel() for p in self.prompt_learner.parameters() if p.requires_grad)
-        print(f"Trainable parameters: {n_params:,} (prompt_learner.ctx)")
+        self.print_trainable_parameters()
 
     # -- frozen work, done once ------------------------------------------------------------------
-
-    @torch.no_grad()
-    def _encode_texts(self, texts: List[str], batch_size: int = 256) -> torch.Tensor:
-        ids = self.backbone.tokenize(texts).to(self.device)
-        chunks = []
-        with self.precision.autocast():
-            for start in range(0, len(texts), batch_size):
-                chunks.append(self.backbone.encode_text(ids[start : start + batch_size]).float())
-        return torch.cat(chunks)
 
     def teacher_features(self):
         """Normalised LLM-prompt features ``[C, P, D]`` and prototypes ``[C, D]``, in eval mode, once."""
         if self._prompt_features is None:
-            tower = self.backbone.text_tower
-            was_training = tower.training
-            tower.eval()
             n_cls, n_prompts = len(self.llm_prompts), len(self.llm_prompts[0])
             flat = [sentence for sentences in self.llm_prompts for sentence in sentences]
-            features = F.normalize(self._encode_texts(flat), dim=-1).view(n_cls, n_prompts, -1)
-            tower.train(was_training)
+            features = self.encode_texts(flat).view(n_cls, n_prompts, -1)
             self._prompt_features = features
             self._prototypes = F.normalize(features.mean(dim=1), dim=-1)
         return self._prompt_features, self._prototypes
@@ -222,22 +168,17 @@ class BiomedCoOp(TrainerX):
         features = self.backbone.encode_text_embeddings(prompts, self.prompt_learner.token_ids)
         return F.normalize(features.float(), dim=-1)
 
-    @torch.no_grad()
-    def image_features(self, image: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.backbone.encode_image(image).float(), dim=-1)
-
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
-        self._eval_text_features = None
-        self.backbone.text_tower.train(mode == "train" and self.cfg.TRAINER.BIOMEDCOOP.TEXT_DROPOUT)
+        self.backbone.text_tower.train(mode == "train" and self.opts.TEXT_DROPOUT)
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        opts = self.cfg.TRAINER.BIOMEDCOOP
+        opts = self.opts
         prompt_features, prototypes = self.teacher_features()
         scale = self.backbone.logit_scale
+        image_features = self.image_features(image)
         with self.precision.autocast():
-            image_features = self.image_features(image)
             text_features = self.text_features()
         logits = scale * image_features @ text_features.t()
         losses = biomedcoop_losses(
@@ -258,41 +199,19 @@ class BiomedCoOp(TrainerX):
             self.update_lr()
         return summary
 
-    def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
     @torch.no_grad()
-    def model_inference(self, image):
-        if self._eval_text_features is None:
+    def logits_from_features(self, image_features):
+        def learned_text_features():
             with self.precision.autocast():
-                self._eval_text_features = self.text_features()
-        with self.precision.autocast():
-            image_features = self.image_features(image)
-        return self.backbone.logit_scale * image_features @ self._eval_text_features.t()
+                return self.text_features()
+
+        text_features = self.eval_constant("text_features", learned_text_features)
+        return self.backbone.logit_scale * image_features @ text_features.t()
 
     # -- checkpoints -----------------------------------------------------------------------------
 
-    def load_model(self, directory, epoch=None):
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given (ignore this if it's done on purpose)")
-            return
-        for name in self.get_model_names():
-            path = osp.join(directory, name, model_file_name(epoch))
-            if not osp.exists(path):
-                raise FileNotFoundError(
-                    f'No model at "{path}". Pass --model-dir <output dir of a training run> (it holds '
-                    f"{name}/model.pth.tar-<epoch>) and --load-epoch <epoch>, or omit --load-epoch to use model-best.pth.tar"
-                )
-            checkpoint = load_checkpoint(path)
-            state_dict = context_state_dict(checkpoint["state_dict"])
-            print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
-            self._models[name].load_state_dict(state_dict, strict=False)
-            trained_on = getattr(self._models[name], "loaded_metadata", {}).get("backbone")
-            if trained_on and trained_on != self.prompt_learner.metadata["backbone"]:
-                print(f"Warning: this context was trained with backbone {trained_on}, "
-                      f"now used with {self.prompt_learner.metadata['backbone']}")
-        self._eval_text_features = None
+    def loadable_state_dict(self, name, state_dict):
+        return context_state_dict(state_dict)
 
 
-for _alias, _backbone in PUBLISHED_ALIASES.items():
-    TRAINER_REGISTRY.register(type(_alias, (BiomedCoOp,), {"backbone_name": _backbone, "__doc__": f"{_alias}: BiomedCoOp on {_backbone} (published name)."}))
+register_method(BiomedCoOp, PUBLISHED_ALIASES)

@@ -11,6 +11,7 @@ ones) also embed a pickled scheduler *object*; for those, each class or function
 allowlist is replaced by an inert placeholder (``UnloadableObject``; ``defaultdict`` by a plain dict),
 so the weights load and nothing named in the file is executed.
 """
+import os
 import os.path as osp
 import shutil
 import warnings
@@ -22,14 +23,48 @@ from clip_biomed.engine.utils import mkdir_if_missing
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights",
-    "model_file_name", "UnloadableObject",
+    "model_file_name", "find_model_file", "LAST_CHECKPOINT", "UnloadableObject",
 ]
+
+# Written after every epoch that is not the last one, so that an interrupted run resumes from its
+# last completed epoch; a name the published layout never uses, removed once the run has finished.
+LAST_CHECKPOINT = "model-last.pth.tar"
 
 
 def model_file_name(epoch=None):
     """``model.pth.tar-<epoch>`` (a periodic checkpoint), or ``model-best.pth.tar`` without an epoch:
     the names save_checkpoint writes and load_model (and --eval-only's check) read."""
     return "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+
+
+def find_model_file(directory, name, epoch=None):
+    """The checkpoint file of model ``name`` in a run folder ``directory``, or a clear error.
+
+    ``epoch`` given: ``<name>/model.pth.tar-<epoch>``.  Without an epoch: ``model-best.pth.tar``
+    when the run selected on val (TEST.FINAL_MODEL best_val), else the final checkpoint the
+    ``checkpoint`` pointer names (Dassl would look only for model-best.pth.tar, which a
+    last-step run never writes).  A run that has not finished is refused rather than evaluated.
+    """
+    folder = osp.join(directory, name)
+    how = "pass --model-dir <OUTPUT_DIR of a training run> (it holds <name>/model.pth.tar-<epoch>)"
+    if epoch is not None or osp.isfile(osp.join(folder, model_file_name(None))):
+        path = osp.join(folder, model_file_name(epoch))
+        if osp.isfile(path):
+            return path
+        found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
+        raise FileNotFoundError(f'No model at "{path}" (found: {", ".join(found) or "nothing"}); {how} '
+                                "and --load-epoch <epoch> (or no --load-epoch for the run's final checkpoint)")
+    pointer = osp.join(folder, "checkpoint")
+    latest = open(pointer).read().strip() if osp.isfile(pointer) else ""
+    if latest == LAST_CHECKPOINT:
+        last = torch.load(osp.join(folder, latest), map_location="cpu", weights_only=True)["epoch"]
+        raise FileNotFoundError(f"The run in {directory} has not finished (its last completed epoch is {last}): "
+                                "rerun the same command to resume it, or pass --load-epoch <epoch> of a "
+                                "checkpoint it saved")
+    if latest and osp.isfile(osp.join(folder, latest)):
+        return osp.join(folder, latest)
+    raise FileNotFoundError(f"No checkpoint in {folder} (no model-best.pth.tar and no finished run's "
+                            f"checkpoint pointer); {how}")
 
 
 class UnloadableObject:
@@ -51,16 +86,25 @@ def _strip_module_prefix(state_dict):
     return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
 
 
-def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
-    """Save ``state`` to ``save_dir/<model_name or model.pth.tar-<epoch>>`` and update the pointer."""
+def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name="", quiet=False):
+    """Save ``state`` to ``save_dir/<model_name or model.pth.tar-<epoch>>`` and update the pointer.
+
+    The file is written under a temporary name and renamed, so a run killed while saving never
+    leaves a truncated checkpoint behind.  ``quiet``: no "Checkpoint saved" line (per-epoch resume
+    checkpoints, which Dassl does not write, stay out of the log)."""
     mkdir_if_missing(save_dir)
     if remove_module_from_keys:
         state["state_dict"] = _strip_module_prefix(state["state_dict"])
     fpath = osp.join(save_dir, model_name or model_file_name(state["epoch"]))
-    torch.save(state, fpath)
-    print(f"Checkpoint saved to {fpath}")
-    with open(osp.join(save_dir, "checkpoint"), "w") as f:
+    partial = f"{fpath}.partial"
+    torch.save(state, partial)
+    os.replace(partial, fpath)
+    if not quiet:
+        print(f"Checkpoint saved to {fpath}")
+    pointer = osp.join(save_dir, "checkpoint")
+    with open(f"{pointer}.partial", "w") as f:
         f.write(f"{osp.basename(fpath)}\n")
+    os.replace(f"{pointer}.partial", pointer)
     if is_best:
         best_fpath = osp.join(osp.dirname(fpath), "model-best.pth.tar")
         shutil.copy(fpath, best_fpath)
