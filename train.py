@@ -8,6 +8,9 @@ Differences from CoOp's train.py (docs/engine.md):
 - ``--eval-only`` fails with FileNotFoundError if the trainer has learned weights and --model-dir
   is missing, absent, or lacks the requested checkpoint (CoOp silently tests an untrained model).
 - A bad config key or value names the file (or the opts) it came from.
+- TEST.EVALUATOR defaults to ClinicalClassification: Dassl's result block, then balanced accuracy,
+  AUROC, calibration and per-class sensitivity/specificity, saved to OUTPUT_DIR/metrics_<split>.json
+  (docs/metrics.md); ``TEST.EVALUATOR Classification`` prints Dassl's block alone.
 - ``--plugin MODULE`` (repeatable) / ``CLIP_BIOMED_PLUGINS=mod1,mod2`` import extra modules that
   register trainers or datasets (e.g. in tests); a module's ``extend_cfg(cfg)`` is called if present.
 """
@@ -45,9 +48,13 @@ def plugin_names(args):
 
 
 def extend_cfg(cfg, plugins=()):
-    """Add the project's config keys: DATASET.SUBSAMPLE_CLASSES, then each plugin's own keys
-    (``trainers.extend_cfg`` adds every trainer's TRAINER.<NAME> node)."""
+    """Add the project's config keys: DATASET.SUBSAMPLE_CLASSES, the default evaluator, then each
+    plugin's own keys (``trainers.extend_cfg`` adds every trainer's TRAINER.<NAME> node)."""
+    from clip_biomed.evaluation import ClinicalClassification  # registers it with the engine
+
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
+    # Dassl's result block plus the clinical metrics (docs/metrics.md); "Classification": Dassl's block only.
+    cfg.TEST.EVALUATOR = ClinicalClassification.__name__
     for module in plugins:
         if callable(getattr(module, "extend_cfg", None)):
             module.extend_cfg(cfg)

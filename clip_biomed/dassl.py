@@ -49,7 +49,7 @@ if ENGINE == "dassl":
         from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset
         from dassl.data.transforms import build_transform
         from dassl.engine import TRAINER_REGISTRY, SimpleTrainer, TrainerBase, TrainerX, TrainerXU, build_trainer
-        from dassl.evaluation import EVALUATOR_REGISTRY, build_evaluator
+        from dassl.evaluation import EVALUATOR_REGISTRY, Classification, build_evaluator
         from dassl.metrics import compute_accuracy
         from dassl.optim import build_optimizer
         from dassl.utils import (
@@ -69,7 +69,7 @@ else:
         DATASET_REGISTRY, DataManager, DatasetBase, DatasetWrapper, Datum, build_data_loader, build_dataset,
         build_transform,
     )
-    from clip_biomed.engine.evaluation import EVALUATOR_REGISTRY, build_evaluator, compute_accuracy
+    from clip_biomed.engine.evaluation import EVALUATOR_REGISTRY, Classification, build_evaluator, compute_accuracy
     from clip_biomed.engine.logger import setup_logger
     from clip_biomed.engine.meters import AverageMeter, MetricMeter
     from clip_biomed.engine.optim import build_optimizer
@@ -93,5 +93,5 @@ __all__ = [
     "setup_logger", "set_random_seed", "collect_env_info", "load_pretrained_weights", "load_checkpoint",
     "save_checkpoint", "resume_from_checkpoint", "mkdir_if_missing", "listdir_nohidden", "read_json", "write_json",
     "check_isfile", "read_image", "Registry", "check_availability", "tolist_if_not", "build_optimizer",
-    "build_lr_scheduler", "AverageMeter", "MetricMeter", "model_file_name",
+    "build_lr_scheduler", "AverageMeter", "MetricMeter", "model_file_name", "Classification",
 ]

@@ -250,6 +250,7 @@ class ClipTrainer(TrainerX):
         self.set_model_mode("eval")
         self.evaluator.reset()
         split, loader = self._evaluation_loader(split)
+        self.evaluator.split = split  # names the metrics file (clip_biomed.evaluation)
         print(f"Evaluate on the *{split}* set")
         if self.FROZEN_IMAGE_FEATURES:
             for features, labels in self.frozen_feature_batches(split, loader):

@@ -232,7 +232,7 @@ def test_per_class_block_and_confusion_matrix(tmp_path, capsys):
 
 
 def test_unknown_evaluator_is_listed(tmp_path):
-    with pytest.raises(ValueError, match=r"belong to \['Classification'\], but got \[Clasification\]"):
+    with pytest.raises(ValueError, match=r"belong to \[.*'Classification'.*\], but got \[Clasification\]"):
         build_evaluator(eval_cfg(tmp_path, EVALUATOR="Clasification"))
 
 

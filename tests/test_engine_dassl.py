@@ -92,7 +92,8 @@ STUB_DASSL = {
                                  "build_dataset\n",
     "data/transforms/__init__.py": "from clip_biomed.engine.data import build_transform\n",
     "engine/__init__.py": "from clip_biomed.engine.trainer import *\n",
-    "evaluation/__init__.py": "from clip_biomed.engine.evaluation import EVALUATOR_REGISTRY, build_evaluator\n",
+    "evaluation/__init__.py": "from clip_biomed.engine.evaluation import EVALUATOR_REGISTRY, Classification, "
+                              "build_evaluator\n",
     "metrics/__init__.py": "from clip_biomed.engine.evaluation import compute_accuracy\n",
     "optim/__init__.py": "from clip_biomed.engine.optim import build_optimizer\n",
     "utils/__init__.py": "".join(f"from clip_biomed.engine.{m} import *\n"
@@ -109,7 +110,10 @@ def test_dassl_branch_imports_from_dassls_module_paths(tmp_path):
     code = ("import clip_biomed.dassl as s, dassl.engine, dassl.utils\n"
             "assert s.ENGINE == 'dassl' and s.TrainerX is dassl.engine.TrainerX\n"
             "assert s.Registry is dassl.utils.Registry and s.build_lr_scheduler is not None\n"
-            "assert all(hasattr(s, n) for n in s.__all__)\n")
+            "assert all(hasattr(s, n) for n in s.__all__)\n"
+            "import clip_biomed.evaluation as e, dassl.evaluation as d\n"
+            "assert issubclass(e.ClinicalClassification, d.Classification)\n"
+            "assert d.EVALUATOR_REGISTRY.get('ClinicalClassification') is e.ClinicalClassification\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, CLIP_BIOMED_ENGINE="", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}"))
     assert result.returncode == 0, result.stderr

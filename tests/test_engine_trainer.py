@@ -393,6 +393,9 @@ def test_train_writes_logs_and_checkpoints(e2e_runs):
     assert final_accuracy(log) > 40  # above chance (33.3%): the toy problem is learnable
     assert "Deploy the model with the best val performance" in runs["seed3"].stdout
     assert (out / "seed3" / "toy_head" / "model-best.pth.tar").exists()
+    # train.py's default evaluator writes a metrics file per split (Dassl's own test() does not name the split)
+    expected = ["metrics_test.json", "metrics_val.json"] if ENGINE == "builtin" else ["metrics.json"]
+    assert sorted(p.name for p in (out / "seed3").glob("metrics*.json")) == expected
 
 
 def test_same_seed_reproduces_the_run(e2e_runs, scripts_dir, toy_root, tmp_path):
@@ -445,6 +448,8 @@ def test_eval_only_and_parse_test_res(e2e_runs, scripts_dir, toy_root):
     assert parsed.startswith(f"Parsing files in {out}\nfile: {out / 'seed1'}/log.txt-")  # the resumed run's log
     ci = 1.96 * np.std(train_values) / np.sqrt(3)
     assert f"* accuracy: {np.mean(train_values):.2f}% +- {ci:.2f}%" in parsed
+    parsed = run_script(scripts_dir, "parse_test_res.py", out, "--keyword", "balanced_accuracy").stdout
+    assert "Number of seeds (log files): 3" in parsed and "* balanced_accuracy: " in parsed
 
 
 def test_eval_only_without_weights_fails_loudly(scripts_dir, toy_root, tmp_path):

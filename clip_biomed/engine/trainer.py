@@ -282,6 +282,7 @@ class SimpleTrainer(TrainerBase):
         else:
             split = "test"
             data_loader = self.test_loader
+        self.evaluator.split = split  # names the metrics file (clip_biomed.evaluation); Dassl does not set it
         print(f"Evaluate on the *{split}* set")
         for batch in tqdm(data_loader):
             input, label = self.parse_batch_test(batch)
