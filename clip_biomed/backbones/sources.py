@@ -5,7 +5,9 @@ Names (``MODEL.BACKBONE.NAME``):
   ``CLIP`` / ``CLIP:<file>``      OpenAI CLIP ViT-B/16 (open_clip ``ViT-B-16`` + ``openai`` weights)
   ``PubMedCLIP`` / ``PubMedCLIP:<file>``  CLIP ViT-B/32 + PubMedCLIP_ViT32.pth (HF sarahESL/PubMedCLIP)
   ``PMCCLIP``                     PMC-CLIP files of the HF dataset axiong/pmc_oa + PubMedBERT config/tokenizer
+  ``BMCCLIP``, ``QuiltNet``, ``MedSigLIP``, ``PubMedCLIP-HF``  newer models (``SHORTCUTS`` below)
   ``hf-hub:<repo id>``            any open_clip model on the hub (open_clip_config.json + weights)
+  ``hf:<repo id>``                a transformers CLIPModel / SiglipModel on the hub (config.json + weights)
   ``local-dir:<directory>``       an offline copy in one of the layouts of ``formats.py`` (auto-detected)
   ``<arch>[:<tag>|:<file>]``      an open_clip architecture with a pretrained tag or weights file, e.g.
                                   ``ViT-B-16:openai``; ``ViT-B/16`` (OpenAI spelling) means ``ViT-B-16``.
@@ -23,13 +25,15 @@ from typing import Optional, Tuple
 import open_clip
 
 from .formats import (HF_CONFIG, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, PMC_IMAGE_ENCODER, PMC_TEXT_ENCODER,
-                      PMC_TEXT_PROJECTION, PUBMEDCLIP_FILE, TOKENIZER_FILES, VOCAB_FILES, OpenAIFiles,
-                      OpenClipFiles, PMCFiles, files_from_dir)
+                      PMC_TEXT_PROJECTION, PREPROCESSOR_CONFIG, PUBMEDCLIP_FILE, TOKENIZER_FILES, TRANSFORMERS_WEIGHTS,
+                      VOCAB_FILES, OpenAIFiles, OpenClipFiles, PMCFiles, TransformersFiles, files_from_dir,
+                      transformers_weight_files)
 from .hub import HubFileUnavailable, ModelNotAvailableError, fetch, fetch_first
-from .registry import get_resolver, list_backbones, register_backbone
+from .registry import BackboneCard, get_resolver, list_backbones, register_backbone
 
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
+HF_TRANSFORMERS = "hf:"
 BIOMEDCLIP_HUB_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 CLIP_ARCH, CLIP_TAG = "ViT-B-16", "openai"
 CLIP_FILE_ARCH = "ViT-B-16-quickgelu"  # an explicit OpenAI ViT-B/16 file needs OpenAI's QuickGELU
@@ -84,6 +88,18 @@ def _hub_open_clip(repo_id: str) -> OpenClipFiles:
     return _open_clip_files(config, fetch_first(repo_id, OPEN_CLIP_WEIGHTS))
 
 
+def _hub_transformers(repo_id: str) -> TransformersFiles:
+    """A transformers CLIPModel / SiglipModel published on the hub (what ``from_pretrained`` reads)."""
+    snapshot = fetch(repo_id, HF_CONFIG).parent
+    fetch(repo_id, PREPROCESSOR_CONFIG, required=False)
+    _fetch_tokenizer(repo_id)
+    weights = fetch_first(repo_id, TRANSFORMERS_WEIGHTS)
+    if weights.name.endswith(".index.json"):
+        for shard in transformers_weight_files(snapshot, weights):
+            fetch(repo_id, shard)
+    return TransformersFiles.from_dir(snapshot)
+
+
 def _pretrained_weights(arch: str, tag: str) -> Tuple[Path, dict]:
     """Weights file of an open_clip pretrained tag (from the tag's hub repo) and the tag's config."""
     pretrained_cfg = open_clip.get_pretrained_cfg(arch, tag)
@@ -134,14 +150,14 @@ def _no_argument(name: str, argument: Optional[str]) -> None:
 
 
 # --- the built-in names -------------------------------------------------------------------------
-@register_backbone("BiomedCLIP")
+@register_backbone("BiomedCLIP", BackboneCard("biomedclip", f"{HF_HUB}{BIOMEDCLIP_HUB_ID}", 224, "MIT"))
 def biomedclip(argument: Optional[str]) -> OpenClipFiles:
     _no_argument("BiomedCLIP", argument)
     with _provided_as("BiomedCLIP", OpenClipFiles.LAYOUT):
         return _hub_open_clip(BIOMEDCLIP_HUB_ID)
 
 
-@register_backbone("CLIP")
+@register_backbone("CLIP", BackboneCard("clip", f"{CLIP_ARCH}:{CLIP_TAG}", 224, "MIT"))
 def clip(argument: Optional[str]) -> OpenClipFiles:
     if argument:
         return _open_clip_arch(CLIP_FILE_ARCH, str(_existing_file(argument, "CLIP")))
@@ -149,7 +165,8 @@ def clip(argument: Optional[str]) -> OpenClipFiles:
         return _open_clip_arch(CLIP_ARCH, CLIP_TAG)
 
 
-@register_backbone("PubMedCLIP")
+@register_backbone("PubMedCLIP", BackboneCard("clip", f"{PUBMEDCLIP_REPO} ({PUBMEDCLIP_FILE})", 224,
+                                              "MIT (as its transformers port states)"))
 def pubmedclip(argument: Optional[str]) -> OpenAIFiles:
     if argument:
         return OpenAIFiles(_existing_file(argument, "PubMedCLIP"))
@@ -157,7 +174,8 @@ def pubmedclip(argument: Optional[str]) -> OpenAIFiles:
         return OpenAIFiles(fetch(PUBMEDCLIP_REPO, PUBMEDCLIP_FILE))
 
 
-@register_backbone("PMCCLIP")
+@register_backbone("PMCCLIP", BackboneCard("pmcclip", f"dataset {PMC_REPO} + {PMCFiles.BERT_HUB_ID}", 224,
+                                           "not stated by the dataset repository; check axiong/pmc_oa"))
 def pmcclip(argument: Optional[str]) -> PMCFiles:
     _no_argument("PMCCLIP", argument)
     with _provided_as("PMCCLIP", PMCFiles.LAYOUT):
@@ -167,6 +185,55 @@ def pmcclip(argument: Optional[str]) -> PMCFiles:
         return PMCFiles(*weights, text_dir=text_dir, tokenizer_dir=tokenizer_dir)
 
 
+# Newer biomedical models that load with stock open_clip / transformers (docs/backbones.md has the sources).
+BMCCLIP_REPO, BMCCLIP_FILE, BMCCLIP_ARCH = "BIOMEDICA/BMC_CLIP_CF", "BMC_CLIP_CF.pt", "ViT-L-14"
+QUILTNET_REPO = "wisdomik/QuiltNet-B-16"
+MEDSIGLIP_REPO = "google/medsiglip-448"
+PUBMEDCLIP_HF_REPO = "flaviagiammarino/pubmed-clip-vit-base-patch32"
+
+
+@register_backbone("BMCCLIP", BackboneCard("clip", f"{BMCCLIP_REPO} ({BMCCLIP_FILE}) on open_clip {BMCCLIP_ARCH}",
+                                           224, "MIT"))
+def bmcclip(argument: Optional[str]) -> OpenClipFiles:
+    _no_argument("BMCCLIP", argument)
+    with _provided_as("BMCCLIP", OpenClipFiles.LAYOUT):
+        # an open_clip training checkpoint ({"state_dict": {"module.<key>": ...}}) of the built-in ViT-L-14
+        return _open_clip_arch(BMCCLIP_ARCH, str(fetch(BMCCLIP_REPO, BMCCLIP_FILE)))
+
+
+@register_backbone("QuiltNet", BackboneCard("clip", f"{HF_HUB}{QUILTNET_REPO}", 224, "MIT"))
+def quiltnet(argument: Optional[str]) -> OpenClipFiles:
+    _no_argument("QuiltNet", argument)
+    with _provided_as("QuiltNet", OpenClipFiles.LAYOUT):
+        return _hub_open_clip(QUILTNET_REPO)
+
+
+@register_backbone("MedSigLIP", BackboneCard("siglip", f"{HF_TRANSFORMERS}{MEDSIGLIP_REPO}", 448,
+                                             "Health AI Developer Foundations terms of use", gated=True,
+                                             needs="sentencepiece, protobuf"))
+def medsiglip(argument: Optional[str]) -> TransformersFiles:
+    _no_argument("MedSigLIP", argument)
+    with _provided_as("MedSigLIP", TransformersFiles.LAYOUT):
+        return _hub_transformers(MEDSIGLIP_REPO)
+
+
+@register_backbone("PubMedCLIP-HF", BackboneCard("hf-clip", f"{HF_TRANSFORMERS}{PUBMEDCLIP_HF_REPO}", 224, "MIT"))
+def pubmedclip_hf(argument: Optional[str]) -> TransformersFiles:
+    _no_argument("PubMedCLIP-HF", argument)
+    with _provided_as("PubMedCLIP-HF", TransformersFiles.LAYOUT):
+        return _hub_transformers(PUBMEDCLIP_HF_REPO)
+
+
+# Models that stock open_clip / transformers cannot load: named so that asking for one explains why.
+NEEDS_OWN_PACKAGE = {
+    "UniMedCLIP": ("UniMed-CLIP (UzairK/unimed-clip-vit-b16, CC-BY-NC-4.0) is built with the authors' own fork "
+                   "of open_clip (a BiomedBERT text encoder passed as text_encoder_name), which stock open_clip "
+                   "cannot build, so it is not supported here"),
+    "CONCH": ("CONCH (MahmoodLab/conch, gated, CC-BY-NC-ND-4.0) is a CoCa-style model loaded with its own package "
+              "(conch.open_clip_custom), which this project does not depend on, so it is not supported here"),
+}
+
+
 # --- name grammar --------------------------------------------------------------------------------
 def _unknown(name: str) -> ValueError:
     candidates = list_backbones() + open_clip.list_models()
@@ -174,7 +241,7 @@ def _unknown(name: str) -> ValueError:
     close = [by_lower[c] for c in difflib.get_close_matches(name.split(":")[0].lower(), list(by_lower), n=4)]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return ValueError(f"Unknown backbone {name!r}. Valid names: {', '.join(list_backbones())}, "
-                      f"{HF_HUB}<repo id>, {LOCAL_DIR}<directory>, or an open_clip architecture "
+                      f"{HF_HUB}<repo id>, {HF_TRANSFORMERS}<repo id>, {LOCAL_DIR}<directory>, or an open_clip architecture "
                       f"<arch>[:<tag>|:<file>] (see open_clip.list_models(), e.g. ViT-B-16:openai).{hint}")
 
 
@@ -186,7 +253,12 @@ def resolve(name: str):
     if name.startswith(HF_HUB):
         with _provided_as(name, OpenClipFiles.LAYOUT):
             return _hub_open_clip(_identifier(name, HF_HUB))
+    if name.startswith(HF_TRANSFORMERS):
+        with _provided_as(name, TransformersFiles.LAYOUT):
+            return _hub_transformers(_identifier(name, HF_TRANSFORMERS))
     base, _, argument = name.partition(":")
+    if base in NEEDS_OWN_PACKAGE:
+        raise ValueError(f"{NEEDS_OWN_PACKAGE[base]}. Supported backbones: python -m clip_biomed.backbones list")
     resolver = get_resolver(base)
     if resolver is not None:
         return resolver(argument or None)
