@@ -51,11 +51,12 @@ def _same(a, b) -> bool:
 
 def follow_backbone(cfg, preprocess, name: str) -> List[str]:
     """Set ``cfg.INPUT``'s preprocessing keys to the backbone's, except the user's (module docstring),
-    then check the size.  Returns one line per changed key, to print."""
+    after checking that the resulting size suits the backbone.  Returns one line per changed key."""
     follow = cfg.INPUT.get("FOLLOW_BACKBONE", True)
     kept = set(PREPROCESS_KEYS) if not follow else set(cfg.INPUT.get("USER_KEYS", ()))
     changed = {key: value for key, value in backbone_input(preprocess).items()
                if key not in kept and not _same(cfg.INPUT[key], value)}
+    _check_size(tuple(changed.get("SIZE", cfg.INPUT.SIZE)), preprocess, name)
     notes = [f"INPUT.{key} {cfg.INPUT[key]} -> {value} (follows backbone {name}; INPUT.FOLLOW_BACKBONE False "
              "keeps the configured value)" for key, value in changed.items()]
     if changed:
@@ -65,17 +66,20 @@ def follow_backbone(cfg, preprocess, name: str) -> List[str]:
             cfg.INPUT[key] = tuple(value) if key == "SIZE" else value
         if frozen:
             cfg.freeze()
-    check_input_size(cfg, preprocess, name)
     return notes
 
 
 def check_input_size(cfg, preprocess, name: str) -> None:
     """The data pipeline must produce images the backbone's image tower can take."""
-    size = preprocess.size
-    if tuple(cfg.INPUT.SIZE) == (size, size) or preprocess.resizable:
+    _check_size(tuple(cfg.INPUT.SIZE), preprocess, name)
+
+
+def _check_size(size: tuple, preprocess, name: str) -> None:
+    native = preprocess.size
+    if size == (native, native) or preprocess.resizable:
         return
     raise ValueError(
-        f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but backbone {name} takes only {size}x{size} images (its image "
-        f"tower's position embeddings are fixed to that size): drop INPUT.SIZE from the command line (the data "
-        f'pipeline then follows the backbone) or pass INPUT.SIZE "({size}, {size})"'
+        f"INPUT.SIZE is {size} but backbone {name} takes only {native}x{native} images (its image tower's "
+        f"position embeddings are fixed to that size): drop INPUT.SIZE from the command line (the data "
+        f'pipeline then follows the backbone) or pass INPUT.SIZE "({native}, {native})"'
     )

@@ -224,6 +224,27 @@ def pubmedclip_hf(argument: Optional[str]) -> TransformersFiles:
         return _hub_transformers(PUBMEDCLIP_HF_REPO)
 
 
+# The adapter families: what each is, the packages it needs (all are requirements of this project) and
+# the files a local copy holds.
+FAMILIES = {
+    "biomedclip": ("open_clip model with a Hugging Face text tower (BERT & co.)", "open_clip_torch, transformers",
+                   OpenClipFiles.LAYOUT),
+    "clip": ("open_clip model with a CLIP text transformer (any size, e.g. ViT-B/16, ViT-L/14)", "open_clip_torch",
+             f"{OpenClipFiles.LAYOUT}; or {OpenAIFiles.LAYOUT}"),
+    "pmcclip": ("PMC-CLIP's published files, built as open_clip ModifiedResNet-50 + PubMedBERT",
+                "open_clip_torch, transformers", PMCFiles.LAYOUT),
+    "hf-clip": ("transformers CLIPModel", "transformers", TransformersFiles.LAYOUT),
+    "siglip": ("transformers SiglipModel (sigmoid-trained: logit scale and bias)",
+               "transformers, sentencepiece, protobuf", TransformersFiles.LAYOUT),
+}
+NAME_SCHEMES = {
+    f"{HF_HUB}<repo id>": "an open_clip model on the Hugging Face Hub (families biomedclip, clip)",
+    f"{HF_TRANSFORMERS}<repo id>": "a transformers CLIPModel / SiglipModel on the Hub (families hf-clip, siglip)",
+    f"{LOCAL_DIR}<directory>": "an offline copy in any family's layout (detected from its files)",
+    "<arch>[:<tag>|:<file>]": "an open_clip architecture with a pretrained tag or weights file, e.g. ViT-L-14:openai",
+}
+
+
 # Models that stock open_clip / transformers cannot load: named so that asking for one explains why.
 NEEDS_OWN_PACKAGE = {
     "UniMedCLIP": ("UniMed-CLIP (UzairK/unimed-clip-vit-b16, CC-BY-NC-4.0) is built with the authors' own fork "
