@@ -295,3 +295,10 @@ def test_runs_on_cuda_with_inputs_from_the_cpu(backbones, tiny_dirs, family):
         image = cuda.encode_image(_images(cpu))
     assert text.device.type == image.device.type == "cuda"
     assert (text.cpu() - cpu.encode_text(ids)).abs().max().item() < 1e-4
+
+
+def test_hf_clip_tokenizer_files_give_open_clips_bpe_ids(backbones):
+    """The tiny hf-clip folder's vocab.json/merges.txt (written from open_clip's BPE) tokenize as open_clip does."""
+    ours, theirs = backbones["hf-clip"].tokenize(PROMPTS), open_clip.tokenizer.SimpleTokenizer()(PROMPTS)
+    text = torch.arange(ours.shape[1]) <= theirs.argmax(dim=1, keepdim=True)  # start .. end token
+    assert torch.equal(ours[text], theirs[text])  # (the padding differs: open_clip pads with 0, CLIP's HF tokenizer with the end token)
