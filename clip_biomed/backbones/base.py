@@ -110,18 +110,21 @@ class Backbone(nn.Module):
         """Image features ``[B, embed_dim]`` of preprocessed images ``[B, 3, H, W]``."""
         raise NotImplementedError
 
+    # Adapters keep the wrapped model in ``self.model``; open_clip and transformers models both hold
+    # the log of the logit scale in a ``logit_scale`` parameter (and SigLIP-style ones ``logit_bias``).
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype the frozen weights are stored in (``build_backbone(precision=...)``)."""
+        return self.model.logit_scale.dtype
+
     @property
     def logit_scale(self) -> torch.Tensor:
-        """The model's logit scale *already exponentiated* (s in s * cos), a 0-d tensor."""
-        raise NotImplementedError
+        """The model's logit scale *already exponentiated* (s in s * cos), a 0-d float32 tensor."""
+        return self.model.logit_scale.detach().exp().reshape(()).float()
 
     @property
     def logit_bias(self) -> torch.Tensor:
-        """The model's logit bias (b in s * cos + b), a 0-d float32 tensor: 0 for CLIP-trained models.
-
-        Read from the ``logit_bias`` parameter of the wrapped ``self.model`` (open_clip and transformers
-        models trained with a sigmoid loss both name it so), else 0.
-        """
+        """The model's logit bias (b in s * cos + b), a 0-d float32 tensor: 0 for CLIP-trained models."""
         bias = getattr(getattr(self, "model", None), "logit_bias", None)
         if bias is None:
             return torch.zeros((), device=self.device)

@@ -20,7 +20,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import open_clip
 
@@ -150,11 +150,17 @@ def _no_argument(name: str, argument: Optional[str]) -> None:
 
 
 # --- the built-in names -------------------------------------------------------------------------
-@register_backbone("BiomedCLIP", BackboneCard("biomedclip", f"{HF_HUB}{BIOMEDCLIP_HUB_ID}", 224, "MIT"))
-def biomedclip(argument: Optional[str]) -> OpenClipFiles:
-    _no_argument("BiomedCLIP", argument)
-    with _provided_as("BiomedCLIP", OpenClipFiles.LAYOUT):
-        return _hub_open_clip(BIOMEDCLIP_HUB_ID)
+def _hub_model(name: str, card: BackboneCard, repo_id: str, read: Callable[[str], object], layout: str) -> None:
+    """Register ``name`` as the model ``read(repo_id)`` returns (one hub repository, no argument)."""
+    @register_backbone(name, card)
+    def resolver(argument: Optional[str]):
+        _no_argument(name, argument)
+        with _provided_as(name, layout):
+            return read(repo_id)
+
+
+_hub_model("BiomedCLIP", BackboneCard("biomedclip", f"{HF_HUB}{BIOMEDCLIP_HUB_ID}", 224, "MIT"), BIOMEDCLIP_HUB_ID,
+           _hub_open_clip, OpenClipFiles.LAYOUT)
 
 
 @register_backbone("CLIP", BackboneCard("clip", f"{CLIP_ARCH}:{CLIP_TAG}", 224, "MIT"))
@@ -201,27 +207,14 @@ def bmcclip(argument: Optional[str]) -> OpenClipFiles:
         return _open_clip_arch(BMCCLIP_ARCH, str(fetch(BMCCLIP_REPO, BMCCLIP_FILE)))
 
 
-@register_backbone("QuiltNet", BackboneCard("clip", f"{HF_HUB}{QUILTNET_REPO}", 224, "MIT"))
-def quiltnet(argument: Optional[str]) -> OpenClipFiles:
-    _no_argument("QuiltNet", argument)
-    with _provided_as("QuiltNet", OpenClipFiles.LAYOUT):
-        return _hub_open_clip(QUILTNET_REPO)
-
-
-@register_backbone("MedSigLIP", BackboneCard("siglip", f"{HF_TRANSFORMERS}{MEDSIGLIP_REPO}", 448,
-                                             "Health AI Developer Foundations terms of use", gated=True,
-                                             needs="sentencepiece, protobuf"))
-def medsiglip(argument: Optional[str]) -> TransformersFiles:
-    _no_argument("MedSigLIP", argument)
-    with _provided_as("MedSigLIP", TransformersFiles.LAYOUT):
-        return _hub_transformers(MEDSIGLIP_REPO)
-
-
-@register_backbone("PubMedCLIP-HF", BackboneCard("hf-clip", f"{HF_TRANSFORMERS}{PUBMEDCLIP_HF_REPO}", 224, "MIT"))
-def pubmedclip_hf(argument: Optional[str]) -> TransformersFiles:
-    _no_argument("PubMedCLIP-HF", argument)
-    with _provided_as("PubMedCLIP-HF", TransformersFiles.LAYOUT):
-        return _hub_transformers(PUBMEDCLIP_HF_REPO)
+_hub_model("QuiltNet", BackboneCard("clip", f"{HF_HUB}{QUILTNET_REPO}", 224, "MIT"), QUILTNET_REPO,
+           _hub_open_clip, OpenClipFiles.LAYOUT)
+_hub_model("MedSigLIP", BackboneCard("siglip", f"{HF_TRANSFORMERS}{MEDSIGLIP_REPO}", 448,
+                                     "Health AI Developer Foundations terms of use", gated=True,
+                                     needs="sentencepiece, protobuf"),
+           MEDSIGLIP_REPO, _hub_transformers, TransformersFiles.LAYOUT)
+_hub_model("PubMedCLIP-HF", BackboneCard("hf-clip", f"{HF_TRANSFORMERS}{PUBMEDCLIP_HF_REPO}", 224, "MIT"),
+           PUBMEDCLIP_HF_REPO, _hub_transformers, TransformersFiles.LAYOUT)
 
 
 # The adapter families: what each is, the packages it needs (all are requirements of this project) and

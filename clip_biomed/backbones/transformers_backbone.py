@@ -72,14 +72,6 @@ class TransformersBackbone(Backbone):
     def image_tower(self) -> nn.Module:
         return self.model.vision_model
 
-    @property
-    def weight_dtype(self) -> torch.dtype:
-        return self.model.logit_scale.dtype
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.model.logit_scale.detach().exp().reshape(()).float()
-
     def tokenize(self, texts: Union[str, Sequence[str]]) -> torch.LongTensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
         ids = self._tokenizer(texts, padding="max_length", truncation=True, max_length=self._tower_length,
