@@ -1,4 +1,4 @@
-"""Every registered method trains one step and evaluates on every backbone family (tiny models).
+"""Every registered method trains one step and evaluates on the transformers families (tiny models).
 
 Parametrized over TRAINER_REGISTRY (published ``<Method>_<Backbone>`` aliases left out: they are the
 same classes), so a method added to ``trainers/`` is covered on every family without editing this
