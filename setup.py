@@ -22,6 +22,8 @@ setup(
         "open_clip_torch>=3.0",  # 3.0 added the local-dir: schema used for offline models
         "timm>=0.9.10",
         "transformers>=4.40",
+        "sentencepiece",  # the SigLIP tokenizer (MedSigLIP)
+        "protobuf",  # read by transformers' SigLIP tokenizer
         "huggingface_hub>=0.23",
         "safetensors",
         "yacs>=0.1.8",

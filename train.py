@@ -1,7 +1,9 @@
 """CoOp-compatible entry point: train or evaluate one trainer on one dataset.
 
-Config merge order: engine defaults -> extend_cfg (DATASET.SUBSAMPLE_CLASSES and every trainer's
-keys) -> --dataset-config-file -> --config-file -> flags -> trailing KEY VALUE opts -> freeze.
+Config merge order: engine defaults -> extend_cfg (DATASET.SUBSAMPLE_CLASSES, INPUT.FOLLOW_BACKBONE and
+every trainer's keys) -> --dataset-config-file -> --config-file -> flags -> trailing KEY VALUE opts ->
+freeze.  The INPUT preprocessing keys then follow the backbone unless given in the opts
+(clip_biomed/image_input.py).
 
 Differences from CoOp's train.py (docs/engine.md):
 - ``--seed 0`` seeds (CoOp ignores it because 0 is falsy); any seed >= 0 fixes the RNGs.
@@ -48,13 +50,15 @@ def plugin_names(args):
 
 
 def extend_cfg(cfg, plugins=()):
-    """Add the project's config keys: DATASET.SUBSAMPLE_CLASSES, the default evaluator, then each
-    plugin's own keys (``trainers.extend_cfg`` adds every trainer's TRAINER.<NAME> node)."""
+    """Add the project's config keys: DATASET.SUBSAMPLE_CLASSES, the default evaluator, INPUT.FOLLOW_BACKBONE,
+    then each plugin's own keys (``trainers.extend_cfg`` adds every trainer's TRAINER.<NAME> node)."""
+    from clip_biomed import image_input
     from clip_biomed.evaluation import ClinicalClassification  # registers it with the engine
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     # Dassl's result block plus the clinical metrics (docs/metrics.md); "Classification": Dassl's block only.
     cfg.TEST.EVALUATOR = ClinicalClassification.__name__
+    image_input.add_config(cfg)  # INPUT.FOLLOW_BACKBONE, INPUT.USER_KEYS
     for module in plugins:
         if callable(getattr(module, "extend_cfg", None)):
             module.extend_cfg(cfg)
@@ -120,6 +124,7 @@ def _merge(cfg, source, merge_fn):
 
 
 def setup_cfg(args, plugins=()):
+    from clip_biomed import image_input
     from clip_biomed.dassl import get_cfg_default
 
     cfg = get_cfg_default()
@@ -131,6 +136,7 @@ def setup_cfg(args, plugins=()):
         _merge(cfg, f"config file {args.config_file}", lambda: cfg.merge_from_file(args.config_file))
     reset_cfg(cfg, args)
     _merge(cfg, f"command-line opts {args.opts}", lambda: cfg.merge_from_list(args.opts))
+    image_input.mark_user_keys(cfg, args.opts)  # these INPUT keys win over the backbone's values
     cfg.freeze()
     return cfg
 

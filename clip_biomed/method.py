@@ -33,9 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clip_biomed.backbones import build_backbone
+from clip_biomed.backbones import backbone_files, build_backbone
 from clip_biomed.dassl import TRAINER_REGISTRY, TrainerX, load_checkpoint
 from clip_biomed.engine.checkpoint import LAST_CHECKPOINT, find_model_file, save_checkpoint
+from clip_biomed.image_input import check_input_size, follow_backbone
 from clip_biomed.precision import Precision
 from clip_biomed.progress import progress
 
@@ -108,16 +109,6 @@ def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optiona
     return name, ""
 
 
-def check_input_size(cfg, backbone, name: str) -> None:
-    """The data pipeline (built before the model) must produce the images the backbone expects."""
-    size = backbone.preprocess.size
-    if tuple(cfg.INPUT.SIZE) != (size, size):
-        raise ValueError(
-            f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but backbone {name} takes {size}x{size} images: "
-            f'pass INPUT.SIZE "({size}, {size})"'
-        )
-
-
 def _rng_state() -> dict:
     """Every RNG a training epoch draws from, as tensors and plain lists (loadable with weights_only)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -161,18 +152,32 @@ class ClipTrainer(TrainerX):
         Precision.check(cfg.TRAINER[self.CONFIG_NODE].PREC)
 
     # -- the frozen backbone -----------------------------------------------------------------------
+    def _backbone_source(self):
+        """(name, files record) of the configured backbone, resolved once (its files, not the model)."""
+        if getattr(self, "_backbone_resolved", None) is None:
+            name, note = resolve_backbone_name(self.cfg.MODEL.BACKBONE.NAME, type(self).__name__,
+                                               self.backbone_name, self.DEFAULT_BACKBONE)
+            if note:
+                print(note)
+            self._backbone_resolved = (name, backbone_files(name))
+        return self._backbone_resolved
+
+    def build_data_loader(self):
+        """Dassl's data loaders, with INPUT following the backbone's preprocessing (``image_input.py``)."""
+        name, files = self._backbone_source()
+        for line in follow_backbone(self.cfg, files.preprocess, name):
+            print(line)
+        super().build_data_loader()
+
     def build_backbone(self):
         """Build ``self.backbone`` (frozen, eval mode) and ``self.precision`` from the config."""
-        trainer = type(self).__name__
-        name, note = resolve_backbone_name(self.cfg.MODEL.BACKBONE.NAME, trainer, self.backbone_name,
-                                           self.DEFAULT_BACKBONE)
-        if note:
-            print(note)
+        name, files = self._backbone_source()
         print(f"Loading backbone: {name}")
-        self.backbone = build_backbone(name, device=self.device, precision=self.opts.PREC)
+        self.backbone = build_backbone(name, device=self.device, precision=self.opts.PREC, files=files)
+        self._backbone_resolved = (name, None)  # drop the record: it may hold a state dict read for its facts
         self.backbone_label = name
         self.precision = Precision(self.opts.PREC, self.device)
-        check_input_size(self.cfg, self.backbone, name)
+        check_input_size(self.cfg, self.backbone.preprocess, name)
         self._eval_constants: Dict[str, object] = {}
         return self.backbone
 

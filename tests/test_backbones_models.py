@@ -17,8 +17,12 @@ from clip_biomed.backbones import build_backbone  # noqa: E402
 from clip_biomed.backbones.sources import resolve  # noqa: E402
 from clip_biomed.backbones.testing import TINY_FAMILIES, make_tiny, tiny_name  # noqa: E402
 
-FAMILY_LABEL = {"biomedclip": "biomedclip", "clip": "clip", "pubmedclip": "clip", "pmcclip": "pmcclip"}
-CONTEXT_LENGTH = {"biomedclip": 256, "clip": 77, "pubmedclip": 77, "pmcclip": 77}
+FAMILY_LABEL = {"biomedclip": "biomedclip", "clip": "clip", "pubmedclip": "clip", "pmcclip": "pmcclip",
+                "hf-clip": "hf-clip", "siglip": "siglip"}
+CONTEXT_LENGTH = {"biomedclip": 256, "clip": 77, "pubmedclip": 77, "pmcclip": 77, "hf-clip": 77,
+                  "siglip": 65}  # SigLIP: 64 tokens behind the placeholder start
+TRANSFORMERS_FAMILIES = ("hf-clip", "siglip")
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
 PROMPTS = ["a photo of a glioma tumor.", "normal brain", "a photo of a colorectal adenocarcinoma epithelium.", "x"]
 TOL = 1e-5
 
@@ -52,11 +56,17 @@ def test_built_frozen_in_eval_with_the_family_facts(backbones, family):
     assert (backbone.ctx_dim, backbone.embed_dim) == (64, 32)
     assert backbone.context_length == CONTEXT_LENGTH[family]
     assert backbone.preprocess.size == 32 and backbone.preprocess.interpolation == "bicubic"
-    assert backbone.preprocess.mean == pytest.approx(open_clip.OPENAI_DATASET_MEAN)
+    expected_mean = SIGLIP_MEAN if family == "siglip" else open_clip.OPENAI_DATASET_MEAN
+    assert backbone.preprocess.mean == pytest.approx(expected_mean)
+    # towers that interpolate their position embeddings take other sizes
+    assert backbone.preprocess.resizable == (family in TRANSFORMERS_FAMILIES)
     assert backbone.logit_scale.dim() == 0 and backbone.logit_scale.dtype == torch.float32
-    # PMC-CLIP: BiomedCoOp's constant exp(4.4292); others: open_clip's initial 1/0.07 of the random model
-    expected_scale = math.exp(4.4292) if family == "pmcclip" else 1 / 0.07
+    # PMC-CLIP: BiomedCoOp's constant exp(4.4292); SigLIP: its initial 10 and bias -10; transformers
+    # CLIP: its config's initial exp(2.6592); others: open_clip's initial 1/0.07 of the random model
+    expected_scale = {"pmcclip": math.exp(4.4292), "siglip": 10.0, "hf-clip": math.exp(2.6592)}.get(family, 1 / 0.07)
     assert backbone.logit_scale.item() == pytest.approx(expected_scale, rel=1e-5)
+    assert backbone.logit_bias.dim() == 0 and backbone.logit_bias.dtype == torch.float32
+    assert backbone.logit_bias.item() == (-10.0 if family == "siglip" else 0.0)
     assert backbone.encode_image(_images(backbone)).shape == (2, 32)
 
 
@@ -69,12 +79,26 @@ def test_train_leaves_the_backbone_in_eval_but_the_text_tower_can_be_switched(ti
     assert backbone.text_tower.training and not backbone.image_tower.training
 
 
+def _native_text(backbone, ids):
+    """The model's own text forward on token ids, at full padded length."""
+    if backbone.family == "siglip":  # without the placeholder start, no attention mask (as trained)
+        return backbone.model.get_text_features(input_ids=ids[:, 1:]).pooler_output
+    if backbone.family == "hf-clip":
+        return backbone.model.get_text_features(input_ids=ids).pooler_output
+    return backbone.model.encode_text(ids)  # open_clip's
+
+
+def _text_transformer(backbone):
+    text = backbone.text_tower
+    return text.encoder if backbone.family in TRANSFORMERS_FAMILIES else text.transformer
+
+
 def test_text_from_embeddings_equals_the_towers_own_encode_text(backbones, family):
     backbone = backbones[family]
     ids = backbone.tokenize(PROMPTS)
     with torch.no_grad():
         ours = backbone.encode_text_embeddings(backbone.token_embedding(ids), ids)
-        native = backbone.model.encode_text(ids)  # open_clip's own forward, full padded length
+        native = _native_text(backbone, ids)
     assert ours.shape == (len(PROMPTS), backbone.embed_dim)
     assert (ours - native).abs().max().item() < TOL
     assert torch.equal(backbone.encode_text(ids), ours)
@@ -96,7 +120,7 @@ def test_padding_is_trimmed_and_trimming_changes_nothing(backbones, family):
     backbone = backbones[family]
     short = backbone.tokenize(PROMPTS[:2])
     full = backbone.tokenize(PROMPTS[:2] + [" ".join(["lesion"] * 400)])  # fills the whole context
-    recorder = _InputLength(backbone.text_tower.transformer)
+    recorder = _InputLength(_text_transformer(backbone))
     try:
         with torch.no_grad():
             trimmed = backbone.encode_text(short)
@@ -104,7 +128,10 @@ def test_padding_is_trimmed_and_trimming_changes_nothing(backbones, family):
     finally:
         recorder.handle.remove()
     longest = 1 + backbone.num_tokens(PROMPTS[0]) + 1  # start + text + end
-    assert recorder.lengths == [longest, backbone.context_length]
+    if family == "siglip":  # bidirectional, pooled at the last position: all 64 tokens always count
+        assert recorder.lengths == [64, 64]
+    else:
+        assert recorder.lengths == [longest, backbone.context_length]
     assert (trimmed - untrimmed).abs().max().item() < TOL
 
 
@@ -124,6 +151,9 @@ def test_matches_an_independent_reference_implementation(backbones, tiny_dirs, f
         state = torch.load(directory / "PubMedCLIP_ViT32.pth", weights_only=True)["state_dict"]
         ref = open_clip.model.build_model_from_openai_state_dict(state, cast_dtype=None).float().eval()
         ref_text, ref_image = ref.encode_text, ref.encode_image
+    elif family in TRANSFORMERS_FAMILIES:  # transformers' own forward: its logits, with the scale and bias
+        _check_against_transformers_forward(backbone, directory, images)
+        return
     else:  # BiomedCoOp's PMC-CLIP recipe: BertModel pooler_output @ projection, ModifiedResNet
         from open_clip.modified_resnet import ModifiedResNet
         from transformers import AutoConfig, BertModel
@@ -141,6 +171,21 @@ def test_matches_an_independent_reference_implementation(backbones, tiny_dirs, f
     with torch.no_grad():
         assert (backbone.encode_text(ids) - ref_text(ids)).abs().max().item() < TOL
         assert (backbone.encode_image(images) - ref_image(images)).abs().max().item() < TOL
+
+
+def _check_against_transformers_forward(backbone, directory, images):
+    """The model's own forward (transformers' tokenizer padded as the model card says, the model's
+    logits_per_image with its scale and bias) equals backbone.logits of our features."""
+    from transformers import AutoModel, AutoTokenizer
+
+    model, tokenizer = AutoModel.from_pretrained(directory).eval(), AutoTokenizer.from_pretrained(directory)
+    length = model.config.text_config.max_position_embeddings
+    ids = tokenizer(PROMPTS, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        reference = model(input_ids=ids, pixel_values=images).logits_per_image
+        text = F.normalize(backbone.encode_text(backbone.tokenize(PROMPTS)), dim=-1)
+        ours = backbone.logits(F.normalize(backbone.encode_image(images), dim=-1), text)
+    assert (ours - reference).abs().max().item() < 1e-4
 
 
 def test_gradients_reach_the_input_embeddings_only(backbones, family):
@@ -164,11 +209,13 @@ def test_tokenizer_pads_with_pad_id_and_truncates_keeping_the_end_token(backbone
     assert ids.device == backbone.device
     lengths = [1 + backbone.num_tokens(t) + 1 for t in ("glioma", "a photo of a glioma tumor.")]  # + start, end
     start, end = ids[0, 0].item(), ids[0, lengths[0] - 1].item()
-    assert start != end and (ids[:, 0] == start).all()
+    assert (ids[:, 0] == start).all()  # a start token, or SigLIP's placeholder (the pad id)
+    # the text is real tokens; padding (which may be the end token itself, as in CLIP and SigLIP) follows the end
     for row, length in enumerate(lengths):
         assert ids[row, length - 1].item() == end
-        assert (ids[row, :length] != backbone.pad_id).all() and (ids[row, length:] == backbone.pad_id).all()
-    assert ids[2, -1].item() == end and (ids[2] != backbone.pad_id).all()  # truncated, end token kept
+        assert (ids[row, 1:length - 1] != backbone.pad_id).all() and (ids[row, 1:length - 1] != end).all()
+        assert (ids[row, length:] == backbone.pad_id).all()
+    assert ids[2, -1].item() == end and (ids[2, 1:-1] != backbone.pad_id).all()  # truncated, end token kept
     assert backbone.num_tokens(" ".join(["lesion"] * 400)) == backbone.context_length - 2
     assert torch.equal(backbone.tokenize("glioma"), ids[:1])  # a single string is one row
 
@@ -248,3 +295,10 @@ def test_runs_on_cuda_with_inputs_from_the_cpu(backbones, tiny_dirs, family):
         image = cuda.encode_image(_images(cpu))
     assert text.device.type == image.device.type == "cuda"
     assert (text.cpu() - cpu.encode_text(ids)).abs().max().item() < 1e-4
+
+
+def test_hf_clip_tokenizer_files_give_open_clips_bpe_ids(backbones):
+    """The tiny hf-clip folder's vocab.json/merges.txt (written from open_clip's BPE) tokenize as open_clip does."""
+    ours, theirs = backbones["hf-clip"].tokenize(PROMPTS), open_clip.tokenizer.SimpleTokenizer()(PROMPTS)
+    text = torch.arange(ours.shape[1]) <= theirs.argmax(dim=1, keepdim=True)  # start .. end token
+    assert torch.equal(ours[text], theirs[text])  # (the padding differs: open_clip pads with 0, CLIP's HF tokenizer with the end token)

@@ -180,7 +180,7 @@ class BiomedCoOp(ClipTrainer):
         image_features = self.image_features(image)
         with self.precision.autocast():
             text_features = self.text_features()
-        logits = scale * image_features @ text_features.t()
+        logits = self.backbone.logits(image_features, text_features)
         losses = biomedcoop_losses(
             logits, label, image_features, text_features, prompt_features, prototypes, scale,
             opts.SCCM_LAMBDA, opts.KDSP_LAMBDA, opts.TAU,
@@ -206,7 +206,7 @@ class BiomedCoOp(ClipTrainer):
                 return self.text_features()
 
         text_features = self.eval_constant("text_features", learned_text_features)
-        return self.backbone.logit_scale * image_features @ text_features.t()
+        return self.backbone.logits(image_features, text_features)
 
     # -- checkpoints -----------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ Names, offline use and tiny test models: docs/backbones.md.  Command line:
 ``python -m clip_biomed.backbones {list,download,tiny}``.
 """
 from .base import Backbone, PreprocessInfo
-from .factory import build_backbone, download_backbone
+from .factory import backbone_files, build_backbone, download_backbone
 from .hub import ModelNotAvailableError
 from .registry import list_backbones, register_backbone  # names are registered in sources.py
 
-__all__ = ["Backbone", "PreprocessInfo", "build_backbone", "download_backbone", "list_backbones",
+__all__ = ["Backbone", "PreprocessInfo", "backbone_files", "build_backbone", "download_backbone", "list_backbones",
            "register_backbone", "ModelNotAvailableError"]

@@ -2,7 +2,7 @@
 
   python -m clip_biomed.backbones list
   python -m clip_biomed.backbones download --name BiomedCLIP --out DIR   # on a connected machine
-  python -m clip_biomed.backbones tiny --family biomedclip --out DIR [--seed 0]
+  python -m clip_biomed.backbones tiny --family {biomedclip,clip,pubmedclip,pmcclip,hf-clip,siglip} --out DIR [--seed 0]
         [--align-to ROOT/NAME [--align-steps N] [--device cpu]]
 
 ``download`` writes DIR in the layout ``MODEL.BACKBONE.NAME local-dir:DIR`` reads (copy it to an
@@ -18,18 +18,46 @@ import sys
 from .align import ZERO_SHOT_TEMPLATE, AlignSettings, split_file
 from .factory import download_backbone
 from .hub import ModelNotAvailableError
-from .registry import list_backbones
-from .sources import HF_HUB, LOCAL_DIR
+from .registry import backbone_card, list_backbones
+from .sources import FAMILIES, HF_HUB, HF_TRANSFORMERS, LOCAL_DIR, NAME_SCHEMES, NEEDS_OWN_PACKAGE
 from .tiny import TINY_ALIGN_STEPS, TINY_FAMILIES, align_tiny, write_tiny
+
+
+def _table(rows) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1])
+                     for row in rows)
+
+
+def backbone_listing() -> str:
+    """Every family, named backbone and name scheme, with what each needs (the ``list`` command)."""
+    families = "\n".join(f"  {family}: {what}\n      packages: {packages}\n      files of a local copy: {layout}"
+                         for family, (what, packages, layout) in FAMILIES.items())
+    named = [("name", "family", "image", "gated", "needs", "licence", "weights from")]
+    for name in list_backbones():
+        card = backbone_card(name)
+        if card is None:  # registered by someone else without a card
+            named.append((name, "?", "?", "?", "", "?", "(registered at run time)"))
+        else:
+            named.append((name, card.family, f"{card.image_size}px", "yes" if card.gated else "no",
+                          card.needs or "-", card.licence, card.source))
+    schemes = [(scheme, what) for scheme, what in NAME_SCHEMES.items()]
+    unsupported = [(name, why) for name, why in NEEDS_OWN_PACKAGE.items()]
+    return "\n".join([
+        "Families:", families, "",
+        "Named backbones (MODEL.BACKBONE.NAME; download: python -m clip_biomed.backbones download --name NAME --out DIR):",
+        _table(named), "", "Other names:", _table(schemes), "",
+        "Not supported (they need a package of their own):", _table(unsupported),
+    ])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clip_biomed.backbones", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="print the registered backbone names")
+    commands.add_parser("list", help="print every family, named backbone and name scheme, with what it needs")
     download = commands.add_parser("download", help="download a backbone into a directory for offline use")
-    download.add_argument("--name", required=True, help=f"e.g. BiomedCLIP, PMCCLIP, {HF_HUB}<repo id>, ViT-B-16:openai")
+    download.add_argument("--name", required=True, help=f"e.g. BiomedCLIP, MedSigLIP, {HF_HUB}<repo id>, {HF_TRANSFORMERS}<repo id>, ViT-B-16:openai")
     download.add_argument("--out", required=True, help="directory to write (created)")
     tiny = commands.add_parser("tiny", help="write a tiny random model in a real model's layout, optionally "
                                             "pre-trained on a dataset (--align-to)")
@@ -46,8 +74,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "list":
-        print("\n".join(list_backbones() + [f"{HF_HUB}<repo id>", f"{LOCAL_DIR}<directory>",
-                                             "<open_clip architecture>[:<tag>|:<file>]"]))
+        print(backbone_listing())
     elif args.command == "download":
         try:
             out = download_backbone(args.name, args.out)

@@ -13,16 +13,23 @@ from .hub import ModelNotAvailableError, offline_requested
 from .sources import LOCAL_DIR, resolve
 
 
+def backbone_files(name: str):
+    """The format record of backbone ``name`` (``formats.py``): its files, downloaded into the Hugging
+    Face cache if needed, and facts such as ``.preprocess`` read from them without building the model."""
+    return resolve(name)
+
+
 def build_backbone(name: str, device: Union[str, torch.device, None] = None,
-                   precision: str = "fp32") -> Backbone:
+                   precision: str = "fp32", files=None) -> Backbone:
     """The backbone ``name`` (see ``sources.py``), frozen (no parameter requires grad), in eval mode.
 
     ``device``: default CUDA when available, else CPU.  ``precision`` (``fp32|fp16|bf16|amp``, see
     ``clip_biomed.precision``) sets the dtype the frozen weights are stored in; the backbone's
-    outputs are float32 whatever it is.
+    outputs are float32 whatever it is.  ``files``: the record :func:`backbone_files` returned for
+    ``name``, when the caller already has it.
     """
     precision = Precision(precision, device)
-    backbone = resolve(name).build(name)
+    backbone = (files or resolve(name)).build(name)
     backbone.requires_grad_(False)
     backbone.to(device=precision.device, dtype=precision.weight_dtype)
     return backbone.eval()

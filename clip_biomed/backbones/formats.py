@@ -6,11 +6,16 @@ Each format is a small record of file paths with three operations:
   ``export(dir)``    write the files into a directory in that layout (the offline copy).
 Hub sources (``sources.py``) produce the same records from files in the Hugging Face cache.
 
-Every family ends up as a stock open_clip ``CustomTextCLIP``:
+Each record also knows the model's image preprocessing (``preprocess``) from its files, without
+building the model, so the data pipeline can follow it before the model is loaded.
+
+The first three end up as a stock open_clip ``CustomTextCLIP`` (``open_clip_backbone.py``):
   OpenClipFiles  open_clip's own format (BiomedCLIP and any ``hf-hub:`` open_clip model, CLIP);
   OpenAIFiles    an OpenAI-CLIP state dict file (PubMedCLIP's ``PubMedCLIP_ViT32.pth``);
   PMCFiles       the three files PMC-CLIP publishes: ModifiedResNet-50 state dict, PubMedBERT state
                  dict and the text projection matrix, plus PubMedBERT's config.json and tokenizer.
+TransformersFiles is a Hugging Face transformers ``CLIPModel`` / ``SiglipModel`` folder
+(``transformers_backbone.py``).
 Weights are read with ``torch.load(weights_only=True)`` or safetensors, never unpickled.
 """
 from __future__ import annotations
@@ -35,6 +40,7 @@ from . import micro_vit  # noqa: F401  (registers the timm model that tiny direc
 from .base import PreprocessInfo
 from .hub import ModelNotAvailableError
 from .open_clip_backbone import OpenClipBackbone
+from .transformers_backbone import TRANSFORMERS_FAMILIES, TransformersBackbone
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
@@ -49,6 +55,10 @@ PMC_IMAGE_ENCODER = "image_encoder(resnet50).pth"
 PMC_TEXT_ENCODER = "text_encoder.pth"
 PMC_TEXT_PROJECTION = "text_projection_layer.pth"
 PMC_CONFIG = "pmc_clip_config.json"
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+# a transformers checkpoint: one file, or an index naming its shards
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                        "pytorch_model.bin.index.json")
 # PMC-CLIP as BiomedCoOp builds it (clip/pmcclip.py + trainers): RN50 layout, BERT context 77, and
 # the constant logit scale exp(4.4292).  pmc_clip_config.json may override any of these (tiny models).
 PMC_ARCH = {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "heads": 8, "context_length": 77,
@@ -100,13 +110,18 @@ def _tokenizer(text_cfg: dict, tokenizer_dir: Optional[Path]):
     return SimpleTokenizer(context_length=context_length, **kwargs) if kwargs else _clip_bpe_tokenizer(context_length)
 
 
-def _preprocess(model: torch.nn.Module, preprocess_cfg: dict) -> PreprocessInfo:
-    size = model.visual.image_size
+def _square_size(size, what: str) -> int:
     if isinstance(size, (tuple, list)):
         if size[0] != size[1]:
-            raise ValueError(f"non-square image size {tuple(size)} is not supported")
+            raise ValueError(f"{what}: non-square image size {tuple(size)} is not supported")
         size = size[0]
-    return PreprocessInfo(size=int(size),
+    return int(size)
+
+
+def open_clip_preprocess(model_cfg: dict, preprocess_cfg: dict) -> PreprocessInfo:
+    """Image size (the config's ``vision_cfg.image_size``, open_clip's default 224) and normalisation
+    (``preprocess_cfg``, default OpenAI's) of an open_clip model, read from its config alone."""
+    return PreprocessInfo(size=_square_size(model_cfg["vision_cfg"].get("image_size", 224), "open_clip model"),
                           mean=tuple(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
                           std=tuple(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
                           interpolation=preprocess_cfg.get("interpolation", "bicubic"))
@@ -227,6 +242,10 @@ class OpenClipFiles:
     def family(self) -> str:
         return "biomedclip" if self.hf_text else "clip"
 
+    @property
+    def preprocess(self) -> PreprocessInfo:
+        return open_clip_preprocess(self.model_cfg, self.config.get("preprocess_cfg", {}))
+
     @staticmethod
     def matches(directory: Path) -> bool:
         return (directory / OPEN_CLIP_CONFIG).is_file()
@@ -253,11 +272,15 @@ class OpenClipFiles:
             open_clip.load_checkpoint(model, str(self.weights), strict=True, weights_only=True)
         return OpenClipBackbone.wrap(model, tokenizer, name=name,
                                      family=self.family, context_length=text_cfg.get("context_length", 77),
-                                     preprocess=_preprocess(model, self.config.get("preprocess_cfg", {})))
+                                     preprocess=self.preprocess)
 
     def export(self, out: Path) -> None:
         write_json(self.config, out / OPEN_CLIP_CONFIG)
-        place(self.weights, out / self.weights.name)
+        # a weights file named otherwise (BMC_CLIP_CF.pt, a CLIP:<file>) gets a name local-dir: reads
+        name = self.weights.name
+        if name not in OPEN_CLIP_WEIGHTS:
+            name = OPEN_CLIP_WEIGHTS[0] if self.weights.suffix == ".safetensors" else "open_clip_pytorch_model.bin"
+        place(self.weights, out / name)
         if self.hf_text:
             _export_text_files(self.text_dir, self.tokenizer_dir, out)
 
@@ -283,16 +306,25 @@ class OpenAIFiles:
                              f"({', '.join(p.name for p in found)}); keep exactly one per directory")
         return cls(found[0])
 
-    def build(self, name: str) -> OpenClipBackbone:
+    @functools.cached_property
+    def state_dict(self) -> dict:
+        """The file's state dict (read once: the image size is read off it before the model is built)."""
         state_dict = read_weights(self.weights)
         for jit_only_key in ("input_resolution", "context_length", "vocab_size"):
             state_dict.pop(jit_only_key, None)
-        model_cfg = openai_model_cfg(state_dict)
+        return state_dict
+
+    @property
+    def preprocess(self) -> PreprocessInfo:
+        return open_clip_preprocess(openai_model_cfg(self.state_dict), {})
+
+    def build(self, name: str) -> OpenClipBackbone:
+        model_cfg = openai_model_cfg(self.state_dict)
         model = instantiate(model_cfg)
-        _load_strict(model, convert_to_custom_text_state_dict(state_dict), self.weights)
+        _load_strict(model, convert_to_custom_text_state_dict(self.state_dict), self.weights)
         context_length = model_cfg["text_cfg"]["context_length"]
         return OpenClipBackbone.wrap(model, _clip_bpe_tokenizer(context_length), name=name, family=self.family,
-                                     context_length=context_length, preprocess=_preprocess(model, {}))
+                                     context_length=context_length, preprocess=self.preprocess)
 
     def export(self, out: Path) -> None:
         place(self.weights, out / self.weights.name)
@@ -355,6 +387,10 @@ class PMCFiles:
             arch.update(json.loads((directory / PMC_CONFIG).read_text(encoding="utf-8")))
         return cls(*files, text_dir=directory, tokenizer_dir=directory, arch=arch)
 
+    @property
+    def preprocess(self) -> PreprocessInfo:
+        return open_clip_preprocess({"vision_cfg": {"image_size": self.arch["image_size"]}}, {})
+
     def build(self, name: str) -> OpenClipBackbone:
         projection = read_weights(self.text_projection)
         if not (isinstance(projection, torch.Tensor) and projection.dim() == 2):
@@ -377,7 +413,7 @@ class PMCFiles:
         _load_strict(model, state_dict, self.text_encoder.parent)
         return OpenClipBackbone.wrap(model, _tokenizer(model_cfg["text_cfg"], self.tokenizer_dir), name=name,
                                      family=self.family, context_length=arch["context_length"],
-                                     preprocess=_preprocess(model, {}))
+                                     preprocess=self.preprocess)
 
     def export(self, out: Path) -> None:
         for path, name in ((self.image_encoder, PMC_IMAGE_ENCODER), (self.text_encoder, PMC_TEXT_ENCODER),
@@ -388,7 +424,111 @@ class PMCFiles:
             write_json(self.arch, out / PMC_CONFIG)
 
 
-FORMATS = (OpenClipFiles, PMCFiles, OpenAIFiles)
+# PIL resample codes in preprocessor_config.json -> INPUT.INTERPOLATION (the ones the data pipeline has)
+RESAMPLE_NAMES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+# the processors' defaults when preprocessor_config.json is absent (transformers' CLIP/SigLIP image processors)
+TRANSFORMERS_PREPROCESS_DEFAULTS = {
+    "clip": {"image_mean": list(open_clip.OPENAI_DATASET_MEAN), "image_std": list(open_clip.OPENAI_DATASET_STD),
+             "resample": 3},
+    "siglip": {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 2},
+}
+
+
+def transformers_weight_files(directory: Path, index: Path) -> list:
+    """The shard files a ``*.index.json`` names (relative to ``directory``)."""
+    weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    return sorted(set(weight_map.values()))
+
+
+@dataclass
+class TransformersFiles:
+    """A transformers ``CLIPModel`` / ``SiglipModel`` folder: config, weights, tokenizer, preprocessor."""
+
+    LAYOUT = ("config.json (model_type clip or siglip) + model.safetensors (or pytorch_model.bin, or a "
+              "*.index.json with its shards) + the tokenizer files (CLIP: vocab.json, merges.txt; SigLIP: "
+              "spiece.model; + tokenizer_config.json) + preprocessor_config.json (optional)")
+
+    directory: Path  # a local copy or a snapshot folder of the Hugging Face cache
+
+    @property
+    def config(self) -> dict:
+        return json.loads((self.directory / HF_CONFIG).read_text(encoding="utf-8"))
+
+    @property
+    def model_type(self) -> str:
+        return self.config.get("model_type", "")
+
+    @property
+    def family(self) -> str:
+        return TRANSFORMERS_FAMILIES[self.model_type]
+
+    @property
+    def preprocess(self) -> PreprocessInfo:
+        processor = dict(TRANSFORMERS_PREPROCESS_DEFAULTS[self.model_type])
+        if (self.directory / PREPROCESSOR_CONFIG).is_file():
+            processor.update(json.loads((self.directory / PREPROCESSOR_CONFIG).read_text(encoding="utf-8")))
+        resample = processor["resample"]
+        if resample not in RESAMPLE_NAMES:
+            raise ValueError(f"{self.directory / PREPROCESSOR_CONFIG} resizes with PIL resample={resample}, which "
+                             f"the data pipeline does not offer ({', '.join(RESAMPLE_NAMES.values())}); set "
+                             "INPUT.FOLLOW_BACKBONE False and choose INPUT.INTERPOLATION yourself")
+        # the size the position embeddings were trained at (the processor resizes to it)
+        size = self.config.get("vision_config", {}).get("image_size", 224)
+        return PreprocessInfo(size=_square_size(size, str(self.directory)), mean=tuple(processor["image_mean"]),
+                              std=tuple(processor["image_std"]), interpolation=RESAMPLE_NAMES[resample],
+                              resizable=True)
+
+    @staticmethod
+    def matches(directory: Path) -> bool:
+        return (directory / HF_CONFIG).is_file()
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> "TransformersFiles":
+        files = cls(directory)
+        if files.model_type not in TRANSFORMERS_FAMILIES:
+            raise ModelNotAvailableError(
+                f"{directory}/config.json describes a transformers {files.model_type or 'model without model_type'}, "
+                f"not a supported dual encoder (model_type {' or '.join(TRANSFORMERS_FAMILIES)}); supported layouts: "
+                "docs/backbones.md")
+        fix = "Copy the files of the Hugging Face repository (`hf download <repo id> --local-dir DIR`)."
+        weights = _require(directory, TRANSFORMERS_WEIGHTS, "transformers weights file", fix)
+        if weights.name.endswith(".index.json"):
+            for shard in transformers_weight_files(directory, weights):
+                _require(directory, (shard,), f"weights shard named by {weights.name}", fix)
+        _require(directory, VOCAB_FILES, "tokenizer vocabulary", fix)
+        return files
+
+    def build(self, name: str) -> TransformersBackbone:
+        from transformers import AutoTokenizer, CLIPModel, SiglipModel
+
+        if self.model_type == "siglip" and not (self.directory / "tokenizer.json").is_file():
+            try:
+                import sentencepiece  # noqa: F401  (SiglipTokenizer reads spiece.model with it)
+            except ImportError as err:
+                raise ImportError(f"{name}: the SigLIP tokenizer needs the sentencepiece package: "
+                                  "pip install sentencepiece protobuf") from err
+        tokenizer = AutoTokenizer.from_pretrained(str(self.directory), local_files_only=True)
+        model_class = {"clip": CLIPModel, "siglip": SiglipModel}[self.model_type]
+        model = model_class.from_pretrained(str(self.directory), local_files_only=True).float()
+        return TransformersBackbone(model, tokenizer, name=name, preprocess=self.preprocess)
+
+    def export(self, out: Path) -> None:
+        for path in sorted(self.directory.iterdir()):
+            if path.is_file() and path.name in self.needed_files():
+                place(path, out / path.name)
+
+    def needed_files(self) -> set:
+        names = {HF_CONFIG, PREPROCESSOR_CONFIG, *TOKENIZER_FILES, "added_tokens.json"}
+        for weights in TRANSFORMERS_WEIGHTS:
+            if (self.directory / weights).is_file():
+                names.add(weights)
+                if weights.endswith(".index.json"):
+                    names.update(transformers_weight_files(self.directory, self.directory / weights))
+                break
+        return names
+
+
+FORMATS = (OpenClipFiles, PMCFiles, OpenAIFiles, TransformersFiles)
 
 
 def files_from_dir(directory: Path):

@@ -62,14 +62,6 @@ class OpenClipBackbone(Backbone):
     def image_tower(self) -> nn.Module:
         return self.model.visual
 
-    @property
-    def weight_dtype(self) -> torch.dtype:
-        return self.model.logit_scale.dtype
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.model.logit_scale.detach().exp().reshape(()).float()
-
     def tokenize(self, texts: Union[str, Sequence[str]]) -> torch.LongTensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
         return self._tokenizer(texts).to(self.device)

@@ -1,6 +1,6 @@
 """Tiny models written in the same on-disk layout a real offline copy uses: random, or aligned.
 
-``python -m clip_biomed.backbones tiny --family {biomedclip,clip,pubmedclip,pmcclip} --out DIR``
+``python -m clip_biomed.backbones tiny --family {biomedclip,clip,pubmedclip,pmcclip,hf-clip,siglip} --out DIR``
 writes one; ``MODEL.BACKBONE.NAME local-dir:DIR`` then runs exactly the code path of the real
 model (format detection, config rewriting, weight loading, tokenizers), in well under a second
 on a CPU.  The weights are random: the outputs mean nothing.  With ``--align-to ROOT/NAME``
@@ -14,13 +14,19 @@ that dataset zero-shot.
 | clip       | open_clip_config.json + .safetensors       | open_clip ViT 2x64, 32 px  | CLIP 2x64, BPE, context 77 |
 | pubmedclip | PubMedCLIP_ViT32.pth (OpenAI state dict)   | OpenAI ViT 2x64, 32 px     | CLIP 2x64, BPE, context 77 |
 | pmcclip    | the three PMC-CLIP .pth + BERT files       | ModifiedResNet [1,1,1,1], 32 px | BERT 2x64, context 77 |
+| hf-clip    | transformers CLIPModel folder              | CLIP ViT 2x64, 32 px       | CLIP 2x64, BPE, context 77 |
+| siglip     | transformers SiglipModel folder            | SigLIP ViT 2x64, 32 px     | SigLIP 2x64, SentencePiece, 64 tokens |
 
-The CLIP text towers keep the real 49408-token BPE vocabulary (the stock tokenizer needs it), so
-their directories are ~13 MB; the others are under 2 MB.
+The CLIP text towers keep the real 49408-token BPE vocabulary (the stock tokenizers need it; the
+``hf-clip`` one is written as ``vocab.json`` + ``merges.txt`` from open_clip's copy of it), so their
+directories are ~13 MB; the others are under 2 MB.  The SigLIP tokenizer is a SentencePiece model
+trained here, deterministically, on the word list below (SigLIP's own is a 32000-piece one).
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -28,12 +34,12 @@ from typing import Optional, Union
 import open_clip
 import torch
 from open_clip.modified_resnet import ModifiedResNet
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 from .align import AlignReport, AlignSettings, align_backbone, read_image_set, zero_shot_accuracy
 from .base import Backbone
 from .factory import build_backbone
-from .formats import (OPEN_CLIP_CONFIG, PMC_CONFIG, PMC_IMAGE_ENCODER, PMC_TEXT_ENCODER, PMC_TEXT_PROJECTION,
+from .formats import (OPEN_CLIP_CONFIG, _clip_bpe_tokenizer, PMC_CONFIG, PMC_IMAGE_ENCODER, PMC_TEXT_ENCODER, PMC_TEXT_PROJECTION,
                       PUBMEDCLIP_FILE, instantiate, write_json)
 from .micro_vit import MICRO_VIT_IMAGE_SIZE, MICRO_VIT_NAME
 from .sources import LOCAL_DIR
@@ -150,8 +156,74 @@ def _write_pmcclip(out: Path) -> None:
     write_json(arch, out / PMC_CONFIG)
 
 
+def _tiny_tower(**extra) -> dict:
+    """A 2-layer, 64-wide transformer config of the transformers CLIP / SigLIP towers."""
+    return {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, **extra}
+
+
+def _tiny_vision_tower() -> dict:
+    return _tiny_tower(image_size=TINY_IMAGE_SIZE, patch_size=8)
+
+
+def _write_hf_clip(out: Path) -> None:
+    """A transformers CLIPModel folder as openai/clip-vit-* repositories hold it."""
+    bpe = _clip_bpe_tokenizer(77)
+    start, end = "<|startoftext|>", "<|endoftext|>"  # open_clip calls them <start_of_text>, <end_of_text>
+    start_id, end_id = bpe.sot_token_id, bpe.eot_token_id
+    vocab = {**bpe.encoder, start: start_id, end: end_id}
+    del vocab["<start_of_text>"], vocab["<end_of_text>"]
+    write_json(vocab, out / "vocab.json")
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n",
+                                    encoding="utf-8")
+    write_json({"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+                "bos_token": start, "eos_token": end, "pad_token": end, "unk_token": end},
+               out / "tokenizer_config.json")
+    text = _tiny_tower(vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=start_id,
+                       eos_token_id=end_id, pad_token_id=end_id)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=_tiny_vision_tower(),
+                         projection_dim=TINY_EMBED_DIM)).save_pretrained(out)
+    write_json({"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": TINY_IMAGE_SIZE},
+                "do_center_crop": True, "crop_size": {"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+                "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                "image_mean": OPENAI_PREPROCESS["mean"], "image_std": OPENAI_PREPROCESS["std"]},
+               out / "preprocessor_config.json")
+
+
+SIGLIP_INIT_LOGIT_SCALE, SIGLIP_INIT_LOGIT_BIAS = math.log(10.0), -10.0  # the SigLIP paper's initialisation
+
+
+def _write_siglip(out: Path) -> None:
+    """A transformers SiglipModel folder as google/siglip-* (and MedSigLIP) repositories hold it."""
+    import sentencepiece
+
+    corpus = io.BytesIO()
+    # ids as SigLIP's tokenizer has them: <pad> 0, </s> 1 (also the padding SigLIP uses), <unk> 2
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([" ".join(_WORDS[i:i + 8]) for i in range(0, len(_WORDS), 8)] * 3 + _vocabulary()),
+        model_writer=corpus, model_type="unigram", vocab_size=300, hard_vocab_limit=False, character_coverage=1.0,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1, minloglevel=2)
+    (out / "spiece.model").write_bytes(corpus.getvalue())
+    pieces = sentencepiece.SentencePieceProcessor(model_proto=corpus.getvalue()).get_piece_size()
+    write_json({"tokenizer_class": "SiglipTokenizer", "model_max_length": 64, "do_lower_case": True,
+                "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"}, out / "tokenizer_config.json")
+    text = _tiny_tower(vocab_size=pieces, max_position_embeddings=64, projection_size=TINY_EMBED_DIM,
+                       bos_token_id=None, eos_token_id=1, pad_token_id=1)
+    # SigLIP's image features are the vision tower's pooled width: TINY_EMBED_DIM, like the text head's output
+    vision = {**_tiny_vision_tower(), "hidden_size": TINY_EMBED_DIM, "intermediate_size": 2 * TINY_EMBED_DIM}
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+    with torch.no_grad():
+        model.logit_scale.fill_(SIGLIP_INIT_LOGIT_SCALE)
+        model.logit_bias.fill_(SIGLIP_INIT_LOGIT_BIAS)
+    model.save_pretrained(out)
+    write_json({"image_processor_type": "SiglipImageProcessor", "do_resize": True,
+                "size": {"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}, "resample": 3, "do_rescale": True,
+                "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5]}, out / "preprocessor_config.json")
+
+
 _WRITERS = {"biomedclip": _write_biomedclip, "clip": _write_clip, "pubmedclip": _write_pubmedclip,
-            "pmcclip": _write_pmcclip}
+            "pmcclip": _write_pmcclip, "hf-clip": _write_hf_clip, "siglip": _write_siglip}
 TINY_FAMILIES = tuple(_WRITERS)
 
 
@@ -186,6 +258,8 @@ _TRAINED_SAVERS = {
     "clip": lambda model, out: _save_clip(_as_plain_clip(model, _CLIP_HEAD_WIDTH), out),
     "pubmedclip": lambda model, out: _save_pubmedclip(_as_plain_clip(model, _PUBMEDCLIP_HEAD_WIDTH), out),
     "pmcclip": _save_trained_pmcclip,
+    "hf-clip": lambda model, out: model.save_pretrained(out),
+    "siglip": lambda model, out: model.save_pretrained(out),
 }
 
 
@@ -206,7 +280,7 @@ def write_tiny(family: str, out_dir, seed: int = 0) -> Path:
 # takes hundreds of steps to see past the last word that class names share ("... tumor"): biomedclip
 # 14 of 15 seeds with 1000 steps, pmcclip 5 of 5 with 2000 (2 of 5 with 1000); the CLIP towers need
 # tens (5 of 5 with 200).
-TINY_ALIGN_STEPS = {"biomedclip": 1000, "clip": 200, "pubmedclip": 200, "pmcclip": 2000}
+TINY_ALIGN_STEPS = {"biomedclip": 1000, "clip": 200, "pubmedclip": 200, "pmcclip": 2000, "hf-clip": 200, "siglip": 200}
 
 
 @dataclass(frozen=True)

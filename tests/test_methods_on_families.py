@@ -1,0 +1,85 @@
+"""Every registered method trains one step and evaluates on the transformers families (tiny models).
+
+Parametrized over TRAINER_REGISTRY (published ``<Method>_<Backbone>`` aliases left out: they are the
+same classes), so a method added to ``trainers/`` is covered on every family without editing this
+file.  Kept cheap per (method, family): one tiny model per family built once per session (each
+trainer gets a deep copy, so methods that adapt inside the towers cannot affect each other), one
+shot per class (4 images: one training step of batch 4), evaluation of 8 test images.
+"""
+import copy
+import math
+import os
+
+import pytest
+import torch
+
+import train
+from clip_biomed import method as method_module
+from clip_biomed.backbones import build_backbone
+from clip_biomed.backbones.testing import TINY_FAMILIES, make_tiny, tiny_name
+from clip_biomed.dassl import TRAINER_REGISTRY, build_trainer
+
+PLUGINS = train.import_plugins([])
+METHODS = sorted(name for name in TRAINER_REGISTRY.registered_names()  # (other tests register toy trainers)
+                 if issubclass(TRAINER_REGISTRY.get(name), method_module.ClipTrainer)
+                 and not TRAINER_REGISTRY.get(name).backbone_name)
+# the transformers families (each method's own tests run it on the open_clip ones; to run them all:
+# [family for family in TINY_FAMILIES if family != "pubmedclip"], ~0.5-1 s per method and family)
+FAMILIES = [family for family in TINY_FAMILIES if family in ("hf-clip", "siglip")]
+ONE_STEP = ["DATASET.NUM_SHOTS", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "OPTIM.MAX_EPOCH", "1",
+            "DATALOADER.NUM_WORKERS", "0", "TEST.NO_TEST", "True"]  # evaluated below, on a few images
+EVAL_IMAGES = 8
+
+
+@pytest.fixture(scope="session")
+def family_backbones(tmp_path_factory):
+    """{local-dir name: (family, fp32 backbone)}, built once."""
+    root = tmp_path_factory.mktemp("families")
+    built = {}
+    for family in FAMILIES:
+        name = tiny_name(make_tiny(family, root / family))
+        built[name] = (family, build_backbone(name, device="cpu"))
+    return built
+
+
+@pytest.fixture
+def shared_backbones(family_backbones, monkeypatch):
+    """Trainers get a deep copy of the session's backbone instead of loading it again."""
+    def build(name, device=None, precision="fp32", files=None):
+        if name not in family_backbones or precision != "fp32":
+            return build_backbone(name, device=device, precision=precision, files=files)
+        return copy.deepcopy(family_backbones[name][1]).to(device)
+
+    monkeypatch.setattr(method_module, "build_backbone", build)
+    return {family: name for name, (family, _) in family_backbones.items()}
+
+
+def _trainer(method, backbone_name, root, out_dir):
+    args = train.build_parser().parse_args([
+        "--root", str(root), "--trainer", method, "--seed", "1", "--output-dir", str(out_dir),
+        "--dataset-config-file", os.path.join(train.REPO_ROOT, "configs/datasets/btmri.yaml"),
+        "MODEL.BACKBONE.NAME", backbone_name, *ONE_STEP,
+    ])
+    return build_trainer(train.setup_cfg(args, PLUGINS))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_one_step_and_evaluates_on_the_family(method, family, shared_backbones, synthetic_root,
+                                                           tmp_path):
+    trainer = _trainer(method, shared_backbones[family], synthetic_root, tmp_path / "run")
+    assert trainer.backbone.family == family.replace("pubmedclip", "clip")
+    assert tuple(trainer.cfg.INPUT.SIZE) == (trainer.backbone.preprocess.size,) * 2  # the pipeline follows it
+    assert len(trainer.train_loader_x) == 1  # one training step
+    frozen = {name: p.detach().clone() for name, p in trainer.backbone.named_parameters()}
+    trainer.train()
+    test_set = torch.utils.data.Subset(trainer.test_loader.dataset, range(EVAL_IMAGES))
+    trainer.test_loader = torch.utils.data.DataLoader(test_set, batch_size=EVAL_IMAGES)
+    accuracy = trainer.test()
+    assert math.isfinite(accuracy) and 0.0 <= accuracy <= 100.0
+    assert all(torch.isfinite(p).all() for _, p in trainer.trainable_parameters())
+    # the backbone's frozen weights stay as they were (methods that adapt inside the towers train added
+    # or re-parameterised weights)
+    for name, p in trainer.backbone.named_parameters():
+        if not p.requires_grad and name in frozen:
+            assert torch.equal(p, frozen[name]), name
