@@ -45,9 +45,13 @@ def plugin_names(args):
 
 
 def extend_cfg(cfg, plugins=()):
-    """Add the project's config keys: DATASET.SUBSAMPLE_CLASSES, then each plugin's own keys
-    (``trainers.extend_cfg`` adds every trainer's TRAINER.<NAME> node)."""
+    """Add the project's config keys: DATASET.SUBSAMPLE_CLASSES, FEATURE_CACHE.{ENABLED,DIR} (read by
+    every trainer), then each plugin's own keys (``trainers.extend_cfg`` adds every trainer's
+    TRAINER.<NAME> node)."""
+    from clip_biomed.feature_cache import add_config as add_feature_cache_config
+
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
+    add_feature_cache_config(cfg)
     for module in plugins:
         if callable(getattr(module, "extend_cfg", None)):
             module.extend_cfg(cfg)
