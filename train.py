@@ -51,14 +51,17 @@ def plugin_names(args):
 
 def extend_cfg(cfg, plugins=()):
     """Add the project's config keys: DATASET.SUBSAMPLE_CLASSES, the default evaluator, INPUT.FOLLOW_BACKBONE,
-    then each plugin's own keys (``trainers.extend_cfg`` adds every trainer's TRAINER.<NAME> node)."""
+    FEATURE_CACHE.{ENABLED,DIR} (read by every trainer), then each plugin's own keys
+    (``trainers.extend_cfg`` adds every trainer's TRAINER.<NAME> node)."""
     from clip_biomed import image_input
     from clip_biomed.evaluation import ClinicalClassification  # registers it with the engine
+    from clip_biomed.feature_cache import add_config as add_feature_cache_config
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     # Dassl's result block plus the clinical metrics (docs/metrics.md); "Classification": Dassl's block only.
     cfg.TEST.EVALUATOR = ClinicalClassification.__name__
     image_input.add_config(cfg)  # INPUT.FOLLOW_BACKBONE, INPUT.USER_KEYS
+    add_feature_cache_config(cfg)
     for module in plugins:
         if callable(getattr(module, "extend_cfg", None)):
             module.extend_cfg(cfg)

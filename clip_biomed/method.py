@@ -12,6 +12,12 @@ A method (``trainers/<method>.py``) subclasses it, sets ``METHOD`` and ``CONFIG_
   or encoded, and never the images); methods that change the image path instead set
   ``FROZEN_IMAGE_FEATURES = False`` and implement ``model_inference(images)``.
 
+Frozen image features go through ``frozen_feature_batches``, which reads them from (and writes them
+to) the on-disk feature cache (``clip_biomed/feature_cache.py``, keys ``FEATURE_CACHE.*``), so a
+second evaluation of the same images by any method, seed or shot count encodes nothing.  A method
+whose image features stop being those of the loaded weights at run time (e.g. BatchNorm statistics
+that drift while training) overrides ``uses_feature_cache()`` to return False then.
+
 It provides: the backbone from ``MODEL.BACKBONE.NAME`` (published trainer names and the published
 YAMLs' ``ViT-B/16`` spelling resolved as the published code resolves them, or refused with the fix),
 precision, text encoding of frozen prompts, per-evaluation constants, evaluation with Dassl's log
@@ -36,6 +42,8 @@ import torch.nn.functional as F
 from clip_biomed.backbones import backbone_files, build_backbone
 from clip_biomed.dassl import TRAINER_REGISTRY, TrainerX, load_checkpoint
 from clip_biomed.engine.checkpoint import LAST_CHECKPOINT, find_model_file, save_checkpoint
+from clip_biomed.feature_cache import (FeatureCache, backbone_fields, cache_from_config, dataset_fields,
+                                       draw_loader_seed, loader_fields)
 from clip_biomed.image_input import check_input_size, follow_backbone
 from clip_biomed.precision import Precision
 from clip_biomed.progress import progress
@@ -242,11 +250,46 @@ class ClipTrainer(TrainerX):
             return "val", self.val_loader
         return "test", self.test_loader
 
-    def frozen_feature_batches(self, split: str, loader) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """(normalised image features, labels) of ``loader``'s images, one test batch at a time."""
+    # -- the frozen-feature cache (clip_biomed/feature_cache.py) -----------------------------------
+    @property
+    def feature_cache(self) -> Optional[FeatureCache]:
+        """The cache FEATURE_CACHE.* configures (None when disabled)."""
+        if "_feature_cache" not in self.__dict__:
+            self._feature_cache = cache_from_config(self.cfg)
+        return self._feature_cache
+
+    def uses_feature_cache(self) -> bool:
+        """Hook: may frozen image features be read from and written to the cache now?  False for
+        methods that change the image path, when FEATURE_CACHE.ENABLED is False, and whenever a
+        subclass says so (its image features are not those of the loaded weights)."""
+        return self.FROZEN_IMAGE_FEATURES and self.feature_cache is not None
+
+    def feature_cache_fields(self, split: str, loader, **extra) -> Optional[dict]:
+        """The key of ``loader``'s features under this backbone (None: the cache cannot describe the loader)."""
+        images = loader_fields(loader)
+        if images is None:
+            print(f"Feature cache: not used for the {split} images (the loader is not a sequential Dassl loader)")
+            return None
+        return {"split": split, **images, **backbone_fields(self.backbone, self.opts.PREC, self.device),
+                **dataset_fields(self.cfg, self.dm.dataset), **extra}
+
+    def encoded_feature_batches(self, split: str, loader) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(normalised image features, labels) of ``loader``'s images, encoded one batch at a time."""
         for batch in progress(loader, desc=f"Encoding the {split} images", unit="batch"):
             images, labels = self.parse_batch_test(batch)
             yield self.image_features(images), labels
+
+    def frozen_feature_batches(self, split: str, loader) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(normalised image features, labels) of ``loader``'s images, one test batch at a time: from
+        the feature cache when it holds them, else encoded (and stored there).  Either way the torch
+        RNG ends in the same state (a cache hit draws what iterating the loader draws)."""
+        fields = self.feature_cache_fields(split, loader) if self.uses_feature_cache() else None
+        if fields is None:
+            yield from self.encoded_feature_batches(split, loader)
+            return
+        yield from self.feature_cache.batches(
+            fields, lambda: self.encoded_feature_batches(split, loader), loader.batch_size, self.device,
+            on_hit=lambda: draw_loader_seed(loader), what=f"{split} images")
 
     @torch.no_grad()
     def test(self, split=None):

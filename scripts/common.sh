@@ -86,13 +86,14 @@ skip_finished() {
 }
 
 # method_config <few_shot|base_to_novel> <dataset>: the method's config for the dataset, or its
-# generic <few_shot|base_to_novel>.yaml when there is no dataset-specific one (e.g. your own data).
+# generic <few_shot|base_to_novel>.yaml when there is no dataset-specific one (e.g. your own data, or
+# a method with one config for every dataset: then nothing is said).
 method_config() {
     local kind=$1 dataset=$2 dir="$REPO_ROOT/configs/trainers/${CONFIGS:-$TRAINER}"
     if [ -f "$dir/$kind/$dataset.yaml" ]; then
         echo "$dir/$kind/$dataset.yaml"
     elif [ -f "$dir/$kind.yaml" ]; then
-        echo "No $kind config for '$dataset' in $dir/$kind/; using the generic $dir/$kind.yaml" >&2
+        [ -d "$dir/$kind" ] && echo "No $kind config for '$dataset' in $dir/$kind/; using the generic $dir/$kind.yaml" >&2
         echo "$dir/$kind.yaml"
     else
         echo "No $kind config for '$dataset': neither $dir/$kind/$dataset.yaml nor $dir/$kind.yaml exists" >&2

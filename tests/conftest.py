@@ -15,6 +15,15 @@ if str(REPO_ROOT) not in sys.path:
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_dir(tmp_path_factory):
+    """The frozen-feature cache of every run in the session (train.py subprocesses inherit it): never
+    the user's own cache folder."""
+    path = tmp_path_factory.mktemp("feature_cache")
+    os.environ["CLIP_BIOMED_FEATURE_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_biomedclip(tmp_path_factory):
     """A tiny random BiomedCLIP-shaped model in the on-disk format of a real offline copy."""

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Few-shot linear probe (logistic regression, C searched on val): bash scripts/linear_probe/few_shot.sh <dataset> <shots> [backbone] [KEY VALUE ...]
+#   dataset: btmri busi chmnist covid ctkidney dermamnist kneexray kvasir lungcolon octmnist retina
+#   backbone: BiomedCLIP (default), CLIP, PubMedCLIP, PMCCLIP, hf-hub:<id> or local-dir:<path>
+#   KEY VALUE: extra yacs options passed to train.py (e.g. OPTIM.MAX_EPOCH 10)
+# One train.py run per seed on frozen features (the feature cache makes repeats cheap); output in
+# $OUTPUT/<dataset>/shots_<shots>/LinearProbe_<backbone>/seed<S>.  Environment: DATA, OUTPUT, SEEDS, PYTHON.
+TRAINER=LinearProbe
+source "$(dirname "$0")/../common.sh"
+few_shot_main "$@"
