@@ -67,7 +67,8 @@ def test_every_baseline_script_runs_and_parse_test_res_reads_each_result(synthet
             run_in_process(command)
     assert len(runs) == 4 + 2 + 1 + 1 + 2 + 2
 
-    few_shot = {name: output / f"btmri/shots_2/{method}_{tag}/nctx4_cscFalse_ctpend" for name, method in FEW_SHOT.items()}
+    few_shot = {name: output / f"btmri/shots_2/{method}_{tag}/nctx4_cscFalse_ctpend"
+                for name, method in FEW_SHOT.items()}
     assert sorted(runs[:4]) == sorted(str(path / "seed1") for path in few_shot.values())
     results = {name: parse_test_res.parse_directory(str(path), verbose=False) for name, path in few_shot.items()}
     b2n = f"btmri/shots_2/KgCoOp_{tag}/nctx4_cscFalse_ctpend"

@@ -7,10 +7,12 @@ s * f t^T and the loss is their cross-entropy.  Only ``prompt_learner.ctx`` trai
 
 The class is also the base of the CoOp family: KgCoOp and ProGrad (through ``ZeroShotGuidedCoOp``,
 which adds the frozen zero-shot classifier) add a loss term or an update rule (``losses``,
-``backward_and_step``), CoCoOp replaces the logits (``training_logits``, ``logits_from_features``).  Fixes of the published code: ``CTX_INIT`` counts tokens, not words, and
-works for any ``N_CTX`` that fits it (the published CoOp set N_CTX to the number of words);
-multi-token class names work for the middle/front class positions; padding is trimmed by the
-backbone; the text features are computed once per evaluation.
+``backward_and_step``), CoCoOp replaces the logits (``training_logits``, ``logits_from_features``).
+
+Fixes of the published code: ``CTX_INIT`` counts tokens, not words, and works for any ``N_CTX``
+that fits it (the published CoOp set N_CTX to the number of words); multi-token class names work
+for the middle/front class positions; padding is trimmed by the backbone; the text features are
+computed once per evaluation (docs/methods.md).
 """
 from __future__ import annotations
 

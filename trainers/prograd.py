@@ -76,7 +76,8 @@ class ProGrad(ZeroShotGuidedCoOp):
         super().check_cfg(cfg)
         opts = cfg.TRAINER.PROGRAD
         if opts.NAME not in LOSS_NAMES:
-            raise ValueError(f"TRAINER.PROGRAD.NAME {opts.NAME!r} is not a ProGrad loss; valid: {', '.join(LOSS_NAMES)}")
+            raise ValueError(f"TRAINER.PROGRAD.NAME {opts.NAME!r} is not a ProGrad loss; "
+                             f"valid: {', '.join(LOSS_NAMES)}")
         if opts.TEACHER not in TEACHERS:
             raise ValueError(f"TRAINER.PROGRAD.TEACHER {opts.TEACHER!r} is unknown; valid: {', '.join(TEACHERS)} "
                              "(student reproduces the published ProGrad_BiomedCLIP)")
