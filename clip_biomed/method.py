@@ -67,6 +67,7 @@ def published_names(pattern: str, backbones: Sequence[str] = PAPER_BACKBONES) ->
 
 def register_method(cls, aliases: Dict[str, str]):
     """Register ``cls`` under its class name and each alias (a subclass fixing ``backbone_name``)."""
+    cls.PUBLISHED_NAMES = tuple(aliases)
     TRAINER_REGISTRY.register(cls)
     for alias, backbone in aliases.items():
         TRAINER_REGISTRY.register(type(alias, (cls,), {
@@ -76,7 +77,8 @@ def register_method(cls, aliases: Dict[str, str]):
 
 
 def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optional[str],
-                          default: str = DEFAULT_BACKBONE) -> Tuple[str, str]:
+                          default: str = DEFAULT_BACKBONE, method: str = "",
+                          published: Sequence[str] = ()) -> Tuple[str, str]:
     """The backbone a trainer uses, and a note saying why when it is not ``configured`` itself.
 
     * A model location (``local-dir:``, ``hf-hub:``) is always used as given.
@@ -87,7 +89,12 @@ def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optiona
     * A method name (``CoOp``) takes MODEL.BACKBONE.NAME (empty: BiomedCLIP).  An OpenAI spelling
       there is refused: no published method loads OpenAI CLIP that way except the ``*_CLIP``
       trainers, and silently switching a BiomedCLIP method to OpenAI CLIP would change the model.
+
+    ``method`` and ``published`` (the method's name and its published trainer names) only word the
+    errors; by default they are read off ``CoOp_<Backbone>``-style names.
     """
+    method = method or trainer.split("_")[0]
+    published = ", ".join(published) or f"{method}_BiomedCLIP, {method}_CLIP, ..."
     name = configured.strip()
     if name.startswith(_MODEL_LOCATIONS):
         return name, ""
@@ -99,21 +106,20 @@ def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optiona
                 return name, f"{trainer} loads OpenAI CLIP {name}, as the published trainer does"
             return alias_backbone, (f"MODEL.BACKBONE.NAME {name!r} (the published YAMLs' placeholder) is ignored: "
                                     f"{trainer} uses {alias_backbone}, as the published trainer does")
-        raise ValueError(f"--trainer {trainer} is the published name of {trainer.split('_')[0]} on "
+        raise ValueError(f"--trainer {trainer} is the published name of {method} on "
                          f"{alias_backbone}, but MODEL.BACKBONE.NAME is {name!r}. Use --trainer "
-                         f"{trainer.split('_')[0]} MODEL.BACKBONE.NAME {name} to run it on {name}, or drop "
+                         f"{method} MODEL.BACKBONE.NAME {name} to run it on {name}, or drop "
                          "MODEL.BACKBONE.NAME")
     if not name:
         return default, ""
     if name in OPENAI_SPELLINGS:
-        method = trainer
         arch = name.split("@")[0].replace("/", "-")
         raise ValueError(
             f"MODEL.BACKBONE.NAME {name!r} is OpenAI CLIP's spelling, which the published YAMLs carry as a "
-            f"placeholder; --trainer {method} would load OpenAI CLIP {name} instead of {default}. Pass "
-            f"MODEL.BACKBONE.NAME {default} (what the published {method}_{default} uses), CLIP (OpenAI CLIP "
-            f"ViT-B/16) or {arch}:openai, or use the published trainer name ({method}_BiomedCLIP, "
-            f"{method}_CLIP, ...), which resolves it as the published code did")
+            f"placeholder; --trainer {trainer} would load OpenAI CLIP {name} instead of {default}. Pass "
+            f"MODEL.BACKBONE.NAME {default} (what the published {method} on {default} uses), CLIP (OpenAI CLIP "
+            f"ViT-B/16) or {arch}:openai, or use a published trainer name ({published}), which resolves it "
+            "as the published code did")
     return name, ""
 
 
@@ -148,6 +154,7 @@ class ClipTrainer(TrainerX):
     CONFIG_NODE = ""              # TRAINER.<CONFIG_NODE> holds the method's keys (at least PREC)
     DEFAULT_BACKBONE = DEFAULT_BACKBONE
     FROZEN_IMAGE_FEATURES = True  # evaluation needs only frozen image features (logits_from_features)
+    PUBLISHED_NAMES: Tuple[str, ...] = ()  # set by register_method
     backbone_name: Optional[str] = None  # set on the published-name aliases
 
     # -- configuration ---------------------------------------------------------------------------
@@ -164,7 +171,8 @@ class ClipTrainer(TrainerX):
         """(name, files record) of the configured backbone, resolved once (its files, not the model)."""
         if getattr(self, "_backbone_resolved", None) is None:
             name, note = resolve_backbone_name(self.cfg.MODEL.BACKBONE.NAME, type(self).__name__,
-                                               self.backbone_name, self.DEFAULT_BACKBONE)
+                                               self.backbone_name, self.DEFAULT_BACKBONE, self.METHOD,
+                                               self.PUBLISHED_NAMES)
             if note:
                 print(note)
             self._backbone_resolved = (name, backbone_files(name))
@@ -223,6 +231,14 @@ class ClipTrainer(TrainerX):
         """L2-normalised frozen image features ``[B, D]`` (float32)."""
         with self.precision.autocast():
             return F.normalize(self.backbone.encode_image(images).float(), dim=-1)
+
+    def run_constant(self, key: str, compute: Callable[[], object]):
+        """A frozen value computed once per run, on first use (e.g. the zero-shot classifier or a
+        teacher's text features: what only training needs is never computed by an evaluation)."""
+        constants = self.__dict__.setdefault("_run_constants", {})
+        if key not in constants:
+            constants[key] = compute()
+        return constants[key]
 
     # -- evaluation --------------------------------------------------------------------------------
     def eval_constant(self, key: str, compute: Callable[[], object]):

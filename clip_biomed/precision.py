@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Iterable, List, Optional, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
 
@@ -77,6 +77,20 @@ class Precision:
 
     def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward(retain_graph=retain_graph)
+
+    def gradients(self, loss: torch.Tensor, params: Sequence[torch.Tensor],
+                  retain_graph: bool = False) -> List[torch.Tensor]:
+        """True gradients of ``loss`` w.r.t. ``params`` (float32), leaving ``.grad`` untouched.
+
+        The backward pass goes through the scaler like :meth:`backward` (so float16 gradients do
+        not underflow) and the result is divided by the same scale; an overflow shows as inf/NaN.
+        For gradient surgery that needs a second loss's gradient next to ``.grad`` (ProGrad).
+        """
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        grads = torch.autograd.grad(scaled, list(params), retain_graph=retain_graph, allow_unused=True)
+        inverse = 1.0 / self.scaler.get_scale() if self.scaler is not None else 1.0
+        return [torch.zeros_like(p, dtype=torch.float32) if g is None else g.float() * inverse
+                for p, g in zip(params, grads)]
 
     def unscale_(self, optimizers: Optimizers) -> None:
         """Make ``.grad`` hold true gradients before reading or editing them (clipping, projection)."""

@@ -6,7 +6,7 @@ backbone family, so the context always occupies positions ``1..n_ctx`` of the to
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -14,6 +14,7 @@ from torch import nn
 from clip_biomed.backbones.base import Backbone
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+UNCOVERED_INITS = ("random", "zeros")
 
 
 def _placeholder_prefix(n: int) -> str:
@@ -33,6 +34,8 @@ class PromptLearner(nn.Module):
             random N(0, 0.02^2); more than ``n_ctx`` tokens is an error.  Empty means all random.
         csc: class-specific context (one set of vectors per class) instead of a shared one.
         class_token_position: ``end``, ``middle`` or ``front``.
+        uncovered_init: how the ``n_ctx - k`` vectors that ``ctx_init`` does not cover start:
+            ``random`` N(0, 0.02^2) (CoOp) or ``zeros`` (ProGrad's published initialisation).
     """
 
     def __init__(
@@ -43,8 +46,11 @@ class PromptLearner(nn.Module):
         ctx_init: str = "",
         csc: bool = False,
         class_token_position: str = "end",
+        uncovered_init: str = "random",
     ):
         super().__init__()
+        if uncovered_init not in UNCOVERED_INITS:
+            raise ValueError(f"uncovered_init must be one of {UNCOVERED_INITS}, got {uncovered_init!r}")
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(
                 f"CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, got {class_token_position!r}"
@@ -73,6 +79,8 @@ class PromptLearner(nn.Module):
                 init_ids = backbone.tokenize([prefix]).to(device)
                 init_embeds = backbone.token_embedding(init_ids)[0, 1 : 1 + n_ctx]
                 ctx[:, n_ctx - n_init :] = init_embeds[n_ctx - n_init :].to(ctx.dtype)
+                if uncovered_init == "zeros":
+                    ctx[:, : n_ctx - n_init] = 0.0
         self.ctx = nn.Parameter(ctx if csc else ctx[0])
         self.prompt_prefix = prefix
 
@@ -88,9 +96,14 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :], persistent=False)
         self.metadata: Dict = {}
 
-    def forward(self) -> torch.Tensor:
-        """Prompt embeddings ``[n_cls, L, ctx_dim]``, laid out like ``tokenized_prompts``."""
-        ctx = self.ctx if self.csc else self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+    def forward(self, ctx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Prompt embeddings ``[n_cls, L, ctx_dim]``, laid out like ``tokenized_prompts``.
+
+        ``ctx``: context vectors to use instead of ``self.ctx`` (same shape), e.g. CoCoOp's context
+        shifted for one image.
+        """
+        ctx = self.ctx if ctx is None else ctx
+        ctx = ctx if self.csc else ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
         prefix, suffix = self.token_prefix, self.token_suffix
         if self.class_token_position == "end":
             return torch.cat([prefix, ctx, suffix], dim=1)

@@ -2,11 +2,14 @@
 # results under the published output layout, finished runs skipped so sweeps can be re-launched.
 #
 # A method's script sets what differs and calls one of the *_main functions:
-#   TRAINER   the registered trainer name (also the output folder's prefix: <TRAINER>_<backbone>)
+#   TRAINER   the registered trainer name
 #   CONFIGS   its folder under configs/trainers (default: $TRAINER)
 #   NODE      its TRAINER.<NODE> config node when it learns a prompt context: the script then passes
 #             N_CTX, CSC and CLASS_TOKEN_POSITION (env NCTX, CSC, CTP) and the run folder gets the
 #             published nctx<N>_csc<B>_ctp<P> level; empty for methods without a context.
+#   RUN_PREFIX, RUN_SUFFIX  the trainer folder is <RUN_PREFIX><backbone><RUN_SUFFIX>, by default
+#             <TRAINER>_<backbone> as published (BiomedCoOp_BiomedCLIP); the zero-shot scripts set
+#             the published ZeroshotBiomedCLIP / ZeroshotBiomedCLIP2.
 set -euo pipefail
 
 DATA=${DATA:-./data}
@@ -93,6 +96,7 @@ method_config() {
     if [ -f "$dir/$kind/$dataset.yaml" ]; then
         echo "$dir/$kind/$dataset.yaml"
     elif [ -f "$dir/$kind.yaml" ]; then
+        # said only where the method has per-dataset configs, just not this dataset's
         [ -d "$dir/$kind" ] && echo "No $kind config for '$dataset' in $dir/$kind/; using the generic $dir/$kind.yaml" >&2
         echo "$dir/$kind.yaml"
     else
@@ -103,7 +107,7 @@ method_config() {
 
 # run_tail <backbone>: <TRAINER>_<backbone tag>[/nctx<N>_csc<B>_ctp<P>], the published run folder name.
 run_tail() {
-    local tail="${TRAINER}_$(backbone_tag "$1")"
+    local tail="${RUN_PREFIX-${TRAINER}_}$(backbone_tag "$1")${RUN_SUFFIX:-}"
     [ -n "${NODE:-}" ] && tail="$tail/nctx${NCTX}_csc${CSC}_ctp${CTP}"
     echo "$tail"
 }
@@ -133,6 +137,14 @@ few_shot_main() {
     [ "${DRY_RUN:-0}" = 1 ] || echo "Summary: $PYTHON $REPO_ROOT/parse_test_res.py $OUTPUT/$dataset/shots_$shots/$(run_tail "$backbone")"
 }
 
+check_base2new_dataset() {
+    if [ "$1" = busi ] && [ "${B2N_ALLOW_BUSI:-0}" != 1 ]; then
+        echo "BUSI is not part of the base-to-novel benchmark: its 3 classes leave 1 new class, whose accuracy" \
+             "is trivially 100%. Set B2N_ALLOW_BUSI=1 to run it anyway." >&2
+        exit 2
+    fi
+}
+
 # base2new_main <dataset> [backbone] [KEY VALUE ...]: train on the base classes (SHOTS, default 16)
 # and test on them, then evaluate the trained run on the new classes (its final checkpoint, or the
 # epoch LOADEP).
@@ -141,11 +153,7 @@ base2new_main() {
     local dataset=$1 backbone=${2:-BiomedCLIP}
     shift $(( $# < 2 ? $# : 2 ))
     local shots=${SHOTS:-16} dataset_cfg config seed tail train_dir test_dir common
-    if [ "$dataset" = busi ] && [ "${B2N_ALLOW_BUSI:-0}" != 1 ]; then
-        echo "BUSI is not part of the base-to-novel benchmark: its 3 classes leave 1 new class, whose accuracy" \
-             "is trivially 100%. Set B2N_ALLOW_BUSI=1 to run it anyway." >&2
-        exit 2
-    fi
+    check_base2new_dataset "$dataset"
     dataset_cfg=$(dataset_config "$dataset")
     config=$(method_config base_to_novel "$dataset")
     for seed in $SEEDS; do
@@ -169,4 +177,48 @@ base2new_main() {
     tail=$dataset/shots_$shots/$(run_tail "$backbone")
     echo "Base: $PYTHON $REPO_ROOT/parse_test_res.py $OUTPUT/base2new/train_base/$tail"
     echo "New:  $PYTHON $REPO_ROOT/parse_test_res.py --test-log $OUTPUT/base2new/test_new/$tail"
+}
+
+# Methods that learn nothing (zero-shot) are evaluated once, without seeds, in the published layout:
+# <OUTPUT>/<dataset>/<trainer folder>/vit_b16 (the published config's name), so that
+# `parse_test_res.py --test-log <OUTPUT>/<dataset>/<trainer folder>` reads the run.
+EVAL_RUN=vit_b16
+
+# eval_main <dataset> [backbone] [KEY VALUE ...]: evaluate on every class of the test split.
+eval_main() {
+    require_args 1 "$@"
+    local dataset=$1 backbone=${2:-BiomedCLIP}
+    shift $(( $# < 2 ? $# : 2 ))
+    local dataset_cfg config experiment
+    dataset_cfg=$(dataset_config "$dataset")
+    config=$(method_config few_shot "$dataset")
+    experiment=$OUTPUT/$dataset/$(run_tail "$backbone")
+    skip_finished "$experiment/$EVAL_RUN" eval ||
+        run_train "$experiment/$EVAL_RUN" --root "$DATA" --trainer "$TRAINER" --dataset-config-file "$dataset_cfg" \
+            --config-file "$config" --eval-only MODEL.BACKBONE.NAME "$backbone" "$@"
+    [ "${DRY_RUN:-0}" = 1 ] || echo "Summary: $PYTHON $REPO_ROOT/parse_test_res.py --test-log $experiment"
+}
+
+# eval_base2new_main <dataset> [backbone] [KEY VALUE ...]: evaluate on the base classes, then on the
+# new ones, under base2new/train_base and base2new/test_new as the trained methods' results.
+eval_base2new_main() {
+    require_args 1 "$@"
+    local dataset=$1 backbone=${2:-BiomedCLIP}
+    shift $(( $# < 2 ? $# : 2 ))
+    local dataset_cfg config subset folder experiment
+    check_base2new_dataset "$dataset"
+    dataset_cfg=$(dataset_config "$dataset")
+    config=$(method_config base_to_novel "$dataset")
+    for subset in base new; do
+        folder=train_base
+        [ "$subset" = new ] && folder=test_new
+        experiment=$OUTPUT/base2new/$folder/$dataset/$(run_tail "$backbone")
+        skip_finished "$experiment/$EVAL_RUN" eval && continue
+        run_train "$experiment/$EVAL_RUN" --root "$DATA" --trainer "$TRAINER" --dataset-config-file "$dataset_cfg" \
+            --config-file "$config" --eval-only MODEL.BACKBONE.NAME "$backbone" DATASET.SUBSAMPLE_CLASSES "$subset" "$@"
+    done
+    [ "${DRY_RUN:-0}" = 1 ] && return 0
+    for folder in train_base test_new; do
+        echo "${folder#*_}: $PYTHON $REPO_ROOT/parse_test_res.py --test-log $OUTPUT/base2new/$folder/$dataset/$(run_tail "$backbone")"
+    done
 }

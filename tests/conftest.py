@@ -52,3 +52,11 @@ def tiny_root(tmp_path_factory):
     for family in ("biomedclip", "pubmedclip", "pmcclip"):
         make_tiny(family, root / family)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random OpenAI-CLIP-shaped model in open_clip's layout (~13 MB: the real BPE vocabulary)."""
+    from clip_biomed.backbones.testing import make_tiny
+
+    return make_tiny("clip", tmp_path_factory.mktemp("tiny_clip"))

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Base-to-novel CoOp: bash scripts/coop/base2new.sh <dataset> [backbone] [KEY VALUE ...]
+#   Trains on the base classes, then evaluates on the new ones, as scripts/biomedcoop/base2new.sh.
+TRAINER=CoOp NODE=COOP
+source "$(dirname "$0")/../common.sh"
+base2new_main "$@"
