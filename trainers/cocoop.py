@@ -86,8 +86,8 @@ def per_image_logits(backbone, learner: ConditionalPromptLearner, precision, ima
             text_features = checkpoint(image_text_features, backbone, learner, precision, group, use_reentrant=False)
         else:
             text_features = image_text_features(backbone, learner, precision, group)
-        logits.append(torch.einsum("bd,bcd->bc", image_features[start:start + step], text_features))
-    return backbone.logit_scale * torch.cat(logits)
+        logits.append(backbone.logits(image_features[start:start + step], text_features))
+    return torch.cat(logits)
 
 
 class CoCoOp(CoOp):

@@ -97,7 +97,7 @@ class CoOp(ClipTrainer):
         """Logits ``[B, C]`` of a training batch and the learned text features they used."""
         with self.precision.autocast():
             text_features = self.text_features()
-        return self.backbone.logit_scale * image_features @ text_features.t(), text_features
+        return self.backbone.logits(image_features, text_features), text_features
 
     def losses(self, logits, labels, image_features, text_features) -> Dict[str, torch.Tensor]:
         """The loss terms (weights applied); their sum is minimised."""
@@ -130,7 +130,7 @@ class CoOp(ClipTrainer):
                 return self.text_features()
 
         text_features = self.eval_constant("text_features", learned_text_features)
-        return self.backbone.logit_scale * image_features @ text_features.t()
+        return self.backbone.logits(image_features, text_features)
 
     # -- checkpoints -----------------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class ProGrad(ZeroShotGuidedCoOp):
     def teacher_logits(self, logits, image_features) -> torch.Tensor:
         if self.opts.TEACHER == "student":
             return logits.detach()
-        return self.backbone.logit_scale * image_features @ self.zero_shot_text_features().t()
+        return self.backbone.logits(image_features, self.zero_shot_text_features())
 
     def losses(self, logits, labels, image_features, text_features):
         losses = super().losses(logits, labels, image_features, text_features)

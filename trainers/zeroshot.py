@@ -55,7 +55,7 @@ class ZeroShotTrainer(ClipTrainer):
     @torch.no_grad()
     def logits_from_features(self, image_features):
         weights = self.run_constant("class_weights", self.class_weights)
-        return self.backbone.logit_scale * image_features @ weights.t()
+        return self.backbone.logits(image_features, weights)
 
 
 class Zeroshot(ZeroShotTrainer):
