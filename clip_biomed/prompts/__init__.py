@@ -75,15 +75,16 @@ class PromptEnsemble:
     prompts: dict  # classname -> list of sentences
     source: str = field(default="", compare=False)
 
-    def for_classes(self, classnames, n_prompts):
+    def for_classes(self, classnames, n_prompts, config_node="TRAINER.BIOMEDCOOP"):
         """The first ``n_prompts`` sentences of every class, in the order of ``classnames``.
 
         Raises one PromptFileError that lists every class without prompts and every class with
-        fewer than ``n_prompts`` sentences, and says how to fix the file.
+        fewer than ``n_prompts`` sentences, and says how to fix the file (``config_node``: the
+        config node whose PROMPTS and N_PROMPTS keys the messages name).
         """
         if n_prompts < 1:
             raise PromptFileError(f"n_prompts must be at least 1, got {n_prompts} "
-                                  "(TRAINER.BIOMEDCOOP.N_PROMPTS).")
+                                  f"({config_node}.N_PROMPTS).")
         matches = match_classnames(classnames, self.prompts)
         shortfalls = []
         for name, key in matches.items():
@@ -93,10 +94,10 @@ class PromptEnsemble:
                 shortfalls.append(f"  - {name!r}: only {len(self.prompts[key])} sentences "
                                   f"under key {key!r}, {n_prompts} needed")
         if shortfalls:
-            raise PromptFileError(self._shortfall_message(classnames, n_prompts, shortfalls))
+            raise PromptFileError(self._shortfall_message(classnames, n_prompts, shortfalls, config_node))
         return [list(self.prompts[matches[name]][:n_prompts]) for name in classnames]
 
-    def _shortfall_message(self, classnames, n_prompts, shortfalls):
+    def _shortfall_message(self, classnames, n_prompts, shortfalls, config_node):
         modality = self.modality or "<imaging modality, e.g. brain MRI>"
         generate = (f"python -m clip_biomed.prompts generate --classes {shlex.quote(','.join(classnames))} "
                     f"--dataset {shlex.quote(self.dataset or '<NAME>')} --modality {shlex.quote(modality)} "
@@ -106,10 +107,10 @@ class PromptEnsemble:
             f"{n_prompts} prompts to {len(shortfalls)} of {len(classnames)} classes:",
             *shortfalls,
             f"Keys in the file: {', '.join(map(repr, self.prompts)) or '(none)'}.",
-            f"Fix: set TRAINER.BIOMEDCOOP.PROMPTS to a JSON file with {n_prompts} sentences for every "
+            f"Fix: set {config_node}.PROMPTS to a JSON file with {n_prompts} sentences for every "
             "class (format: docs/prompts.md), for example one generated with",
             f"  {generate}",
-            "or lower TRAINER.BIOMEDCOOP.N_PROMPTS.",
+            f"or lower {config_node}.N_PROMPTS.",
         ])
 
 
@@ -119,7 +120,7 @@ def packaged_datasets():
     return sorted(entry.name[:-len(".json")] for entry in folder.iterdir() if entry.name.endswith(".json"))
 
 
-def _locate(path_or_dataset_name):
+def _locate(path_or_dataset_name, config_node):
     """The file behind a path, or behind a packaged dataset name (case-insensitive)."""
     text = os.fspath(path_or_dataset_name)
     looks_like_path = (isinstance(path_or_dataset_name, os.PathLike) or text.endswith(".json")
@@ -134,14 +135,14 @@ def _locate(path_or_dataset_name):
     if name is None:
         raise PromptFileError(
             f"No packaged prompt file for dataset {text!r}; packaged: {', '.join(packaged_datasets())}. "
-            "Set TRAINER.BIOMEDCOOP.PROMPTS to your own JSON file (docs/prompts.md) or create one with "
+            f"Set {config_node}.PROMPTS to your own JSON file (docs/prompts.md) or create one with "
             "`python -m clip_biomed.prompts generate`.")
     return importlib.resources.files(__name__) / f"{name}.json"
 
 
-def _read(path_or_dataset_name):
+def _read(path_or_dataset_name, config_node="TRAINER.BIOMEDCOOP"):
     """(dataset, modality, raw prompts object, source) of a file, without checking the sentences."""
-    file = _locate(path_or_dataset_name)
+    file = _locate(path_or_dataset_name, config_node)
     source = str(file)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -231,13 +232,14 @@ def validate_prompt_file(path, classnames=None, n_prompts=50):
     return _field_problems(dataset, modality) + find_problems(prompts, classnames, n_prompts)
 
 
-def load_prompt_file(path_or_dataset_name):
+def load_prompt_file(path_or_dataset_name, config_node="TRAINER.BIOMEDCOOP"):
     """Load a prompt file: a path to a user JSON file, or a packaged dataset name ("BTMRI").
 
     Raises PromptFileError for files that cannot be used at all (wrong types, empty sentences);
-    coverage of the classes is checked by ``PromptEnsemble.for_classes``.
+    coverage of the classes is checked by ``PromptEnsemble.for_classes``.  ``config_node``: the
+    config node whose PROMPTS key an error about a missing packaged file names.
     """
-    dataset, modality, prompts, source = _read(path_or_dataset_name)
+    dataset, modality, prompts, source = _read(path_or_dataset_name, config_node)
     problems = _field_problems(dataset, modality) + _structure_problems(prompts)
     if problems:
         raise PromptFileError(f"Prompt file {source} is malformed:\n" + "\n".join(f"  - {p}" for p in problems)
