@@ -50,7 +50,9 @@ class SingularValueLinear(LinearWrapper):
         self.sigma = nn.Parameter(s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight + (self.u * (self.sigma - self.sigma_0)) @ self.vh
+        # the update in float32 even under autocast: small singular-value steps would round away in fp16
+        with torch.autocast(self.u.device.type, enabled=False):
+            weight = self.weight.float() + (self.u * (self.sigma - self.sigma_0)) @ self.vh
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, weight.to(x.dtype), bias)
 

@@ -103,30 +103,20 @@ def _timm_vision_transformer(tower: nn.Module) -> Optional[TowerLayout]:
                        fused={"attn.qkv": SplitQKV}, prefix_tokens=trunk.num_prefix_tokens)
 
 
-def _open_clip_blocks(transformer: nn.Module) -> bool:
-    # the default block with nn.MultiheadAttention; open_clip's "custom" blocks use their own Attention
-    return all(isinstance(b, ResidualAttentionBlock) and isinstance(b.attn, (nn.MultiheadAttention,
-                                                                            SplitMultiheadAttention))
-               for b in transformer.resblocks)
-
-
 @register_layout
-def _open_clip_vision_transformer(tower: nn.Module) -> Optional[TowerLayout]:
-    if not (isinstance(tower, VisionTransformer) and _open_clip_blocks(tower.transformer)):
+def _open_clip_transformer(tower: nn.Module) -> Optional[TowerLayout]:
+    """open_clip's own ViT and text transformer, with the default blocks (nn.MultiheadAttention;
+    open_clip's "custom" blocks use their own attention module)."""
+    if not isinstance(tower, (VisionTransformer, TextTransformer)):
         return None
     transformer = tower.transformer
-    return TowerLayout("open_clip VisionTransformer", transformer.resblocks, OPEN_CLIP_LINEARS, transformer.width,
-                       fused={"attn": SplitMultiheadAttention}, prefix_tokens=1,
+    if not all(isinstance(b, ResidualAttentionBlock)
+               and isinstance(b.attn, (nn.MultiheadAttention, SplitMultiheadAttention)) for b in transformer.resblocks):
+        return None
+    vision = isinstance(tower, VisionTransformer)
+    return TowerLayout(f"open_clip {type(tower).__name__}", transformer.resblocks, OPEN_CLIP_LINEARS,
+                       transformer.width, fused={"attn": SplitMultiheadAttention}, prefix_tokens=int(vision),
                        batch_first=transformer.batch_first)
-
-
-@register_layout
-def _open_clip_text_transformer(tower: nn.Module) -> Optional[TowerLayout]:
-    if not (isinstance(tower, TextTransformer) and _open_clip_blocks(tower.transformer)):
-        return None
-    transformer = tower.transformer
-    return TowerLayout("open_clip TextTransformer", transformer.resblocks, OPEN_CLIP_LINEARS, transformer.width,
-                       fused={"attn": SplitMultiheadAttention}, batch_first=transformer.batch_first)
 
 
 @register_layout
