@@ -3,6 +3,8 @@
 A prompt for class ``c`` is the token sequence ``[START] ctx_1 .. ctx_n <class name> . [END] pad..``;
 the context vectors ``ctx`` are the only trainable tensor.  The start token is at position 0 for every
 backbone family, so the context always occupies positions ``1..n_ctx`` of the tokenised template.
+With a ``template`` (Biomed-DPT's clinical sentences, e.g. ``"a MR photo of a {} in the brain."``)
+the prompt is that sentence with its first ``n_ctx`` tokens replaced by the context.
 """
 from __future__ import annotations
 
@@ -36,6 +38,12 @@ class PromptLearner(nn.Module):
         class_token_position: ``end``, ``middle`` or ``front``.
         uncovered_init: how the ``n_ctx - k`` vectors that ``ctx_init`` does not cover start:
             ``random`` N(0, 0.02^2) (CoOp) or ``zeros`` (ProGrad's published initialisation).
+        template: a sentence with one ``{}`` for the class name; its first ``n_ctx`` tokens (which
+            must all come before the ``{}``) are replaced by the context.  Empty: CoOp's
+            ``"<n_ctx tokens> {}."``.  With a template, a CTX_INIT longer than ``n_ctx`` tokens
+            initialises the context from its first ``n_ctx`` tokens (as Biomed-DPT does).
+        move_one_token: ``middle``/``front`` move the single token after the context instead of the
+            class name's tokens (the published code's ``name_lens`` was always 1).
     """
 
     def __init__(
@@ -47,6 +55,8 @@ class PromptLearner(nn.Module):
         csc: bool = False,
         class_token_position: str = "end",
         uncovered_init: str = "random",
+        template: str = "",
+        move_one_token: bool = False,
     ):
         super().__init__()
         if uncovered_init not in UNCOVERED_INITS:
@@ -68,6 +78,8 @@ class PromptLearner(nn.Module):
         ctx = torch.empty(self.n_cls if csc else 1, n_ctx, backbone.ctx_dim, device=device)
         nn.init.normal_(ctx, std=0.02)
         n_init = backbone.num_tokens(self.ctx_init) if self.ctx_init else 0
+        if template:
+            n_init = min(n_init, n_ctx)
         if n_init > n_ctx:
             raise ValueError(
                 f"CTX_INIT {self.ctx_init!r} is {n_init} tokens for this backbone but N_CTX is {n_ctx}: "
@@ -84,8 +96,23 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(ctx if csc else ctx[0])
         self.prompt_prefix = prefix
 
-        prompts = [f"{prefix} {name}." for name in self.classnames]
-        self.name_lens: List[int] = [backbone.num_tokens(name) for name in self.classnames]
+        # middle/front move the class name's tokens, which start `name_start` tokens after the context
+        # (or, as published, the one token right after the context)
+        if template:
+            if template.count("{}") != 1:
+                raise ValueError(f"a prompt template needs exactly one {{}} for the class name, got {template!r}")
+            before_name = backbone.num_tokens(template.split("{}")[0])
+            if before_name < n_ctx:
+                raise ValueError(f"the template {template!r} has {before_name} tokens before the class name but N_CTX "
+                                 f"is {n_ctx}: the context would replace class-name tokens; lower N_CTX or lengthen "
+                                 "the template")
+            prompts = [template.format(name) for name in self.classnames]
+            self.name_start = 0 if move_one_token else before_name - n_ctx
+        else:
+            prompts = [f"{prefix} {name}." for name in self.classnames]
+            self.name_start = 0
+        self.template = template
+        self.name_lens: List[int] = [1 if move_one_token else backbone.num_tokens(name) for name in self.classnames]
         ids = backbone.tokenize(prompts).to(device)
         with torch.no_grad():
             embedding = backbone.token_embedding(ids)
@@ -111,8 +138,11 @@ class PromptLearner(nn.Module):
         # the same tokens are only reordered.
         rows = []
         half = self.n_ctx // 2
+        start = self.name_start
         for i, name_len in enumerate(self.name_lens):
-            class_tokens, rest = suffix[i : i + 1, :name_len], suffix[i : i + 1, name_len:]
+            row = suffix[i : i + 1]
+            class_tokens = row[:, start : start + name_len]
+            rest = torch.cat([row[:, :start], row[:, start + name_len :]], dim=1)
             ctx_i = ctx[i : i + 1]
             if self.class_token_position == "middle":
                 parts = [prefix[i : i + 1], ctx_i[:, :half], class_tokens, ctx_i[:, half:], rest]
@@ -134,6 +164,7 @@ class PromptLearner(nn.Module):
             "ctx_init": self.ctx_init,
             "csc": self.csc,
             "class_token_position": self.class_token_position,
+            **({"template": self.template} if self.template else {}),
             **self.metadata,
         }
 

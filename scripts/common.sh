@@ -7,6 +7,8 @@
 #   NODE      its TRAINER.<NODE> config node when it learns a prompt context: the script then passes
 #             N_CTX, CSC and CLASS_TOKEN_POSITION (env NCTX, CSC, CTP) and the run folder gets the
 #             published nctx<N>_csc<B>_ctp<P> level; empty for methods without a context.
+#             Unset NCTX, CSC, CTP take the method config's N_CTX, CSC, CLASS_TOKEN_POSITION when it
+#             sets them (else 4, False, end), so a run uses, and its folder names, what the config says.
 #   RUN_PREFIX, RUN_SUFFIX  the trainer folder is <RUN_PREFIX><backbone><RUN_SUFFIX>, by default
 #             <TRAINER>_<backbone> as published (BiomedCoOp_BiomedCLIP); the zero-shot scripts set
 #             the published ZeroshotBiomedCLIP / ZeroshotBiomedCLIP2.
@@ -16,9 +18,9 @@ DATA=${DATA:-./data}
 OUTPUT=${OUTPUT:-./output}
 SEEDS=${SEEDS:-"1 2 3"}
 PYTHON=${PYTHON:-python}
-NCTX=${NCTX:-4}
-CSC=${CSC:-False}
-CTP=${CTP:-end}
+NCTX_GIVEN=${NCTX:-}
+CSC_GIVEN=${CSC:-}
+CTP_GIVEN=${CTP:-}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Trainer folder name of the published layout: BiomedCoOp_BiomedCLIP, BiomedCoOp_CLIP, ...
@@ -105,6 +107,21 @@ method_config() {
     fi
 }
 
+# config_value <yaml> <KEY>: the value of the first "KEY: value" line of a config file (quotes and
+# comments dropped), empty when the file has none.
+config_value() {
+    sed -n "s/^[[:space:]]*$2:[[:space:]]*\"\{0,1\}\([^\"#[:space:]]*\).*/\1/p" "$1" | head -n 1
+}
+
+# context_defaults <method config>: NCTX, CSC and CTP as given in the environment, else the config's
+# values, else 4, False, end.
+context_defaults() {
+    NCTX=${NCTX_GIVEN:-$(config_value "$1" N_CTX)}
+    CSC=${CSC_GIVEN:-$(config_value "$1" CSC)}
+    CTP=${CTP_GIVEN:-$(config_value "$1" CLASS_TOKEN_POSITION)}
+    NCTX=${NCTX:-4} CSC=${CSC:-False} CTP=${CTP:-end}
+}
+
 # run_tail <backbone>: <TRAINER>_<backbone tag>[/nctx<N>_csc<B>_ctp<P>], the published run folder name.
 run_tail() {
     local tail="${RUN_PREFIX-${TRAINER}_}$(backbone_tag "$1")${RUN_SUFFIX:-}"
@@ -126,6 +143,7 @@ few_shot_main() {
     local dataset_cfg config seed dir
     dataset_cfg=$(dataset_config "$dataset")
     config=$(method_config few_shot "$dataset")
+    context_defaults "$config"
     for seed in $SEEDS; do
         dir=$OUTPUT/$dataset/shots_$shots/$(run_tail "$backbone")/seed$seed
         skip_finished "$dir" && continue
@@ -156,6 +174,7 @@ base2new_main() {
     check_base2new_dataset "$dataset"
     dataset_cfg=$(dataset_config "$dataset")
     config=$(method_config base_to_novel "$dataset")
+    context_defaults "$config"
     for seed in $SEEDS; do
         tail=$dataset/shots_$shots/$(run_tail "$backbone")/seed$seed
         train_dir=$OUTPUT/base2new/train_base/$tail

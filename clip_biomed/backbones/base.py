@@ -144,6 +144,14 @@ class Backbone(nn.Module):
             cosine = image_features @ text_features.t()
         return self.logit_scale * cosine + self.logit_bias
 
+    def tower_layout(self, tower: str):
+        """Where the blocks of the ``image`` or ``text`` tower and their linear layers live
+        (``layouts.TowerLayout``), for methods that adapt inside the towers (``adapt.py``).  Found by
+        the tower's module type in ``layouts.py``; an error for towers it does not describe."""
+        from .layouts import find_layout
+
+        return find_layout(self, tower)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
