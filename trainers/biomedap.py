@@ -179,9 +179,8 @@ class BiomedAP(BiomedDPT):
             context = context.mean(dim=0, keepdim=True).expand(image.shape[0], -1, -1)
         fused_text: List[torch.Tensor] = []
         image_features = self.prompted_image_features(image, self.fused_hooks(context, fused_text))
-        scale = self.backbone.logit_scale
-        logits = scale * image_features @ text_features.t()
-        teacher_logits = scale * image_features @ self.high_anchors().t()
+        logits = self.backbone.logits(image_features, text_features)
+        teacher_logits = self.backbone.logit_scale * image_features @ self.high_anchors().t()
         if opts.DETACH_KL_TARGET:
             teacher_logits = teacher_logits.detach()
         return biomedap_losses(logits, label, text_features, self.high_anchors(), self.low_anchors(),

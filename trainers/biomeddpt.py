@@ -195,9 +195,8 @@ class BiomedDPT(ClipTrainer):
         opts = self.opts
         text_features = self.text_features_of(self.prompt_learner())
         image_features = self.prompted_image_features(image, self.image_hooks())
-        scale = self.backbone.logit_scale
-        logits = scale * image_features @ text_features.t()
-        teacher_logits = scale * image_features @ self.high_anchors().t()
+        logits = self.backbone.logits(image_features, text_features)
+        teacher_logits = self.backbone.logit_scale * image_features @ self.high_anchors().t()
         return biomeddpt_losses(logits, label, text_features, self.high_anchors(), teacher_logits,
                                 opts.L1_LAMBDA, opts.KL_LAMBDA), logits
 
@@ -223,7 +222,7 @@ class BiomedDPT(ClipTrainer):
         text_features = self.eval_constant("text_features", learned_text_features)
         with self.precision.autocast():
             image_features = self.prompted_image_features(images, self.inference_hooks())
-        return self.backbone.logit_scale * image_features @ text_features.t()
+        return self.backbone.logits(image_features, text_features)
 
     # -- checkpoints -----------------------------------------------------------------------------
 
