@@ -66,6 +66,11 @@ def register_method(cls, aliases: Dict[str, str]):
     return cls
 
 
+def open_clip_spelling(name: str) -> str:
+    """open_clip's name of an OpenAI CLIP architecture: ViT-B/16 -> ViT-B-16, ViT-L/14@336px -> ViT-L-14-336."""
+    return name.replace("@336px", "-336").replace("/", "-")
+
+
 def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optional[str],
                           default: str = DEFAULT_BACKBONE) -> Tuple[str, str]:
     """The backbone a trainer uses, and a note saying why when it is not ``configured`` itself.
@@ -87,24 +92,25 @@ def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optiona
             return alias_backbone, ""
         if name in OPENAI_SPELLINGS:
             if alias_backbone == "CLIP":
-                return name, f"{trainer} loads OpenAI CLIP {name}, as the published trainer does"
+                return (open_clip_spelling(name) + ":openai",
+                        f"{trainer} loads OpenAI CLIP {name} (OpenAI's weights), as the published trainer does")
             return alias_backbone, (f"MODEL.BACKBONE.NAME {name!r} (the published YAMLs' placeholder) is ignored: "
                                     f"{trainer} uses {alias_backbone}, as the published trainer does")
-        raise ValueError(f"--trainer {trainer} is the published name of {trainer.split('_')[0]} on "
-                         f"{alias_backbone}, but MODEL.BACKBONE.NAME is {name!r}. Use --trainer "
-                         f"{trainer.split('_')[0]} MODEL.BACKBONE.NAME {name} to run it on {name}, or drop "
-                         "MODEL.BACKBONE.NAME")
+        method = trainer.rsplit("_", 1)[0]
+        raise ValueError(f"--trainer {trainer} is the published name of {method} on {alias_backbone}, but "
+                         f"MODEL.BACKBONE.NAME is {name!r}. Use --trainer {method} MODEL.BACKBONE.NAME {name} to "
+                         f"run it on {name}, or drop MODEL.BACKBONE.NAME")
     if not name:
         return default, ""
     if name in OPENAI_SPELLINGS:
         method = trainer
-        arch = name.split("@")[0].replace("/", "-")
+        arch = open_clip_spelling(name)
         raise ValueError(
             f"MODEL.BACKBONE.NAME {name!r} is OpenAI CLIP's spelling, which the published YAMLs carry as a "
             f"placeholder; --trainer {method} would load OpenAI CLIP {name} instead of {default}. Pass "
             f"MODEL.BACKBONE.NAME {default} (what the published {method}_{default} uses), CLIP (OpenAI CLIP "
-            f"ViT-B/16) or {arch}:openai, or use the published trainer name ({method}_BiomedCLIP, "
-            f"{method}_CLIP, ...), which resolves it as the published code did")
+            f"ViT-B/16) or {arch}:openai (OpenAI CLIP {name}), or use the published trainer name "
+            f"({method}_BiomedCLIP, {method}_CLIP, ...), which resolves it as the published code did")
     return name, ""
 
 
