@@ -318,8 +318,6 @@ class ClipTrainer(TrainerX):
     def after_epoch(self):
         super().after_epoch()
         last_epoch = (self.epoch + 1) == self.max_epoch
-        if not self.cfg.TRAIN.get("LAST_CHECKPOINT", True):
-            return
         for name in self.get_model_names():
             folder = osp.join(self.output_dir, name)
             if last_epoch:

@@ -21,6 +21,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clip_biomed.data_tools.files import atomic_write
+
 __all__ = [
     "PromptEnsemble", "PromptFileError", "load_prompt_file", "validate_prompt_file", "find_problems",
     "save_prompt_file", "packaged_datasets", "normalise_sentence", "has_words", "match_classnames",
@@ -277,7 +279,5 @@ def save_prompt_file(ensemble, path, **fields):
     """Write an ensemble in the project format (UTF-8, indent 2, non-ASCII kept as is); ``fields``
     are extra top-level entries (e.g. where the sentences come from), ignored by the loader."""
     data = {"dataset": ensemble.dataset, "modality": ensemble.modality, **fields, "prompts": ensemble.prompts}
-    path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with atomic_write(path, encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
