@@ -68,7 +68,8 @@ def kill_during_epoch(cmd, env, epoch):
     return "".join(seen)
 
 
-def test_sigkilled_run_resumes_as_if_uninterrupted(synthetic_root, tiny_biomedclip, tmp_path, capsys):
+def test_sigkilled_run_resumes_as_if_uninterrupted(synthetic_root, tiny_biomedclip, tmp_path, train_main_in_process):
+    capsys = train_main_in_process
     workers = 1  # worker seeds are drawn from the torch RNG at every epoch's iter(): restored too
     reference = in_process_run(arguments(synthetic_root, tiny_biomedclip, tmp_path / "reference", workers), capsys)
     out = tmp_path / "killed"
@@ -104,8 +105,9 @@ class Interrupted(Exception):
 
 
 def test_run_interrupted_in_process_without_workers_resumes_identically(
-        synthetic_root, tiny_biomedclip, tmp_path, capsys, monkeypatch):
+        synthetic_root, tiny_biomedclip, tmp_path, train_main_in_process, monkeypatch):
     """DATALOADER.NUM_WORKERS 0: the random crops are drawn in this process, from the restored RNGs."""
+    capsys = train_main_in_process
     from trainers.biomedcoop import BiomedCoOp
 
     reference = in_process_run(arguments(synthetic_root, tiny_biomedclip, tmp_path / "reference", 0), capsys)

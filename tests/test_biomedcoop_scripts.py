@@ -126,7 +126,7 @@ def folder_dataset(tmp_path):
                                      size=32)
     configs = tmp_path / "my_configs"
     (configs / "datasets").mkdir(parents=True)
-    (configs / "datasets" / "mydata.yaml").write_text(
+    (configs / "datasets" / "own_scans.yaml").write_text(
         f'DATASET:\n  NAME: "FolderDataset"\n  FOLDER:\n    NAME: "MyData"\n    IMAGE_DIR: "{images}"\n')
     prompts = tmp_path / "mydata_prompts.json"
     save_prompt_file(PromptEnsemble("MyData", "CT", {c: [f"a CT of a {c}, view {i}" for i in range(8)]
@@ -137,13 +137,13 @@ def folder_dataset(tmp_path):
 def test_few_shot_script_on_your_own_data_with_configs_outside_the_repository(env, tiny_biomedclip, tmp_path):
     configs, prompts = folder_dataset(tmp_path)
     env = {**env, "SEEDS": "1", "CLIP_BIOMED_CONFIGS": str(configs), "DATA": str(tmp_path / "data")}
-    cmd = ["bash", os.path.join(REPO, "scripts/biomedcoop/few_shot.sh"), "mydata", "4", tiny_name(tiny_biomedclip),
+    cmd = ["bash", os.path.join(REPO, "scripts/biomedcoop/few_shot.sh"), "own_scans", "4", tiny_name(tiny_biomedclip),
            *FAST, "OPTIM.MAX_EPOCH", "1", "TRAINER.BIOMEDCOOP.PROMPTS", str(prompts)]
     out = run(cmd, env, tmp_path)
     generic = os.path.join(REPO, "configs/trainers/BiomedCoOp/few_shot.yaml")
-    assert f"No few_shot/mydata.yaml in {configs}/trainers/BiomedCoOp {REPO}/configs/trainers/BiomedCoOp; " \
+    assert f"No few_shot/own_scans.yaml in {configs}/trainers/BiomedCoOp {REPO}/configs/trainers/BiomedCoOp; " \
            f"using the generic {generic}" in out
-    run_dir = tmp_path / "output" / "mydata" / RUN_TAIL.format(shots=4, tag=tiny_biomedclip.name) / "seed1"
+    run_dir = tmp_path / "output" / "own_scans" / RUN_TAIL.format(shots=4, tag=tiny_biomedclip.name) / "seed1"
     log = (run_dir / "log.txt").read_text()
     assert "# classes  2" in log and "* accuracy:" in log
     assert (tmp_path / "data" / "MyData" / "split_MyData.json").is_file()  # DATA, not the repository
@@ -162,7 +162,7 @@ def test_own_data_without_prompts_names_its_classes_and_the_command_to_write_the
     configs, _ = folder_dataset(tmp_path)
     args = train.build_parser().parse_args([
         "--root", str(tmp_path / "data"), "--trainer", "BiomedCoOp", "--output-dir", str(tmp_path / "out"),
-        "--dataset-config-file", str(configs / "datasets" / "mydata.yaml"),
+        "--dataset-config-file", str(configs / "datasets" / "own_scans.yaml"),
         "--config-file", os.path.join(REPO, "configs/trainers/BiomedCoOp/few_shot.yaml"),
         "MODEL.BACKBONE.NAME", tiny_name(tiny_biomedclip), *FAST])
     with pytest.raises(ValueError) as info:
@@ -176,9 +176,9 @@ def test_own_data_without_prompts_names_its_classes_and_the_command_to_write_the
 
 def test_dataset_given_as_a_path_and_unknown_names(env, tmp_path):
     configs, _ = folder_dataset(tmp_path)
-    yaml_path = configs / "datasets" / "mydata.yaml"
+    yaml_path = configs / "datasets" / "own_scans.yaml"
     script = os.path.join(REPO, "scripts/biomedcoop/few_shot.sh")
     dry = run(["bash", script, str(yaml_path), "4"], {**env, "DRY_RUN": "1", "SEEDS": "1"}, tmp_path)
-    assert f"--dataset-config-file {yaml_path} " in dry and "/mydata/shots_4/BiomedCoOp_BiomedCLIP/" in dry
-    unknown = run(["bash", script, "mydata", "4"], {**env, "DRY_RUN": "1"}, tmp_path, status=2)
-    assert "Unknown dataset 'mydata'" in unknown and "btmri" in unknown and "CLIP_BIOMED_CONFIGS" in unknown
+    assert f"--dataset-config-file {yaml_path} " in dry and "/own_scans/shots_4/BiomedCoOp_BiomedCLIP/" in dry
+    unknown = run(["bash", script, "own_scans", "4"], {**env, "DRY_RUN": "1"}, tmp_path, status=2)
+    assert "Unknown dataset 'own_scans'" in unknown and "btmri" in unknown and "CLIP_BIOMED_CONFIGS" in unknown

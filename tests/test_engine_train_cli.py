@@ -198,7 +198,8 @@ def test_the_default_output_dir_is_never_inside_the_repository(monkeypatch, tmp_
     train.check_output_dir(train.setup_cfg(implicit), implicit)  # ./output of the user's own folder
 
 
-def test_an_error_is_one_line_before_the_config_dump_with_the_traceback_in_the_log(tmp_path, monkeypatch):
+def test_an_error_is_one_line_before_the_config_dump_with_the_traceback_in_the_log(tmp_path, monkeypatch,
+                                                                                  train_main_in_process):
     argv = ["--root", str(tmp_path / "no_data"), "--trainer", "BiomedCoOp", "--seed", "1",
             "--dataset-config-file", str(REPO_ROOT / "configs" / "datasets" / "btmri.yaml")]
     monkeypatch.delenv(train.DEBUG_ENV_VAR, raising=False)
