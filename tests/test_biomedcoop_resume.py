@@ -3,6 +3,7 @@ command, continues from its last completed epoch exactly as the uninterrupted ru
 rates, losses and final result: the RNG states travel in the small model-last.pth.tar)."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,31 +102,26 @@ def test_sigkilled_run_resumes_as_if_uninterrupted(synthetic_root, tiny_biomedcl
     assert find_model_file(str(out), "prompt_learner") == str(folder / f"model.pth.tar-{EPOCHS}")
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_run_interrupted_in_process_without_workers_resumes_identically(
         synthetic_root, tiny_biomedclip, tmp_path, train_main_in_process, monkeypatch):
-    """DATALOADER.NUM_WORKERS 0: the random crops are drawn in this process, from the restored RNGs."""
-    capsys = train_main_in_process
+    """DATALOADER.NUM_WORKERS 0: the random crops are drawn in this process, from the restored RNGs.
+    The interrupted run is the reference's folder as it stood after epoch 2 (what a run killed during
+    epoch 3 leaves), resumed by a new main() that re-seeds and rebuilds everything first."""
     from trainers.biomedcoop import BiomedCoOp
 
-    reference = in_process_run(arguments(synthetic_root, tiny_biomedclip, tmp_path / "reference", 0), capsys)
-    argv = arguments(synthetic_root, tiny_biomedclip, tmp_path / "run", 0)
+    capsys = train_main_in_process
     original = BiomedCoOp.after_epoch
+    interrupted = tmp_path / "interrupted"
 
-    def after_epoch_then_crash(self):
+    def after_epoch_and_snapshot(self):
         original(self)
         if self.epoch + 1 == 2:
-            raise Interrupted
+            shutil.copytree(tmp_path / "reference" / "prompt_learner", interrupted / "prompt_learner")
 
-    monkeypatch.setattr(BiomedCoOp, "after_epoch", after_epoch_then_crash)
-    with pytest.raises(Interrupted):
-        in_process_run(argv, capsys)
-    capsys.readouterr()
+    monkeypatch.setattr(BiomedCoOp, "after_epoch", after_epoch_and_snapshot)
+    reference = in_process_run(arguments(synthetic_root, tiny_biomedclip, tmp_path / "reference", 0), capsys)
     monkeypatch.setattr(BiomedCoOp, "after_epoch", original)
-    log = in_process_run(argv, capsys)
+    log = in_process_run(arguments(synthetic_root, tiny_biomedclip, interrupted, 0), capsys)
     assert "Restored the random number generators of epoch 2" in log
     expected = training_lines(reference)
     assert training_lines(log) == {3: expected[3], 4: expected[4]}
