@@ -15,19 +15,31 @@ Differences from CoOp's train.py (docs/engine.md):
   (docs/metrics.md); ``TEST.EVALUATOR Classification`` prints Dassl's block alone.
 - ``--plugin MODULE`` (repeatable) / ``CLIP_BIOMED_PLUGINS=mod1,mod2`` import extra modules that
   register trainers or datasets (e.g. in tests); a module's ``extend_cfg(cfg)`` is called if present.
+- ``import train`` registers the project's trainers and datasets (as importing CoOp's train.py does);
+  run as a script, it imports them after parsing the flags, so ``--help`` stays instant.
+- Flags placed after the trailing KEY VALUE options are reported as such (argparse would pass them on
+  as options); DATALOADER.NUM_WORKERS is capped to the CPUs this process may use.
+- Without --output-dir (or OUTPUT_DIR in a config), a run started inside the repository stops instead
+  of writing ./output into the repository.
+- An error ends the run with one line on stderr (the traceback goes to log.txt, and to the terminal
+  with ``CLIP_BIOMED_DEBUG=1``); the config is printed once the trainer is built, so an error in
+  building the data or the model comes right after the first lines, not after the config dump.
 """
 import argparse
 import importlib
 import os
 import os.path as osp
 import sys
+import traceback
 
 REPO_ROOT = osp.dirname(osp.abspath(__file__))
 PLUGINS_ENV_VAR = "CLIP_BIOMED_PLUGINS"
+DEBUG_ENV_VAR = "CLIP_BIOMED_DEBUG"
+DEFAULT_OUTPUT_DIR = "./output"  # the engines' default OUTPUT_DIR
 
 
 class ConfigError(ValueError):
-    """A config file or opts list that does not fit the config tree."""
+    """A config file, flag or opts list that does not fit the config tree."""
 
 
 def import_plugins(extra_modules):
@@ -126,6 +138,51 @@ def _merge(cfg, source, merge_fn):
         raise ConfigError(f"{source}: {message}") from e
 
 
+def check_opts(opts, parser=None):
+    """Flags after the first KEY VALUE pair are not flags for argparse: say where they belong."""
+    known = {option for action in (parser or build_parser())._actions for option in action.option_strings}
+    misplaced = [token for token in opts if token.startswith("--")]
+    if not misplaced:
+        return
+    flags = [token for token in misplaced if token.split("=")[0] in known]
+    unknown = [token for token in misplaced if token not in flags]
+    message = []
+    if flags:
+        message.append(f"the flag(s) {' '.join(flags)} come after the KEY VALUE options, where they would be read "
+                       f"as config keys: put every flag before the first option ({opts[0]})")
+    if unknown:
+        message.append(f"{' '.join(unknown)} is not a train.py flag (python train.py --help lists them)")
+    raise ConfigError("command-line opts: " + "; ".join(message))
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask, e.g. a SLURM allocation), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cap_workers(cfg):
+    """More data-loader workers than CPUs only adds processes (PyTorch warns on every run)."""
+    cpus = available_cpus()
+    if cfg.DATALOADER.NUM_WORKERS > cpus:
+        print(f"DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} capped to {cpus}, the CPUs available here "
+              "(the random augmentations of a run depend on the worker count)")
+        cfg.DATALOADER.NUM_WORKERS = cpus
+
+
+def check_output_dir(cfg, args):
+    """Nothing is written into the repository unless asked: the implicit ./output must lie outside it."""
+    if args.output_dir or cfg.OUTPUT_DIR != DEFAULT_OUTPUT_DIR:
+        return
+    output = osp.realpath(cfg.OUTPUT_DIR)
+    if osp.commonpath([output, osp.realpath(REPO_ROOT)]) == osp.realpath(REPO_ROOT):
+        raise ConfigError(f"no --output-dir given, and the default {DEFAULT_OUTPUT_DIR} is inside the repository "
+                          f"({output}): pass --output-dir <folder> (e.g. outside {REPO_ROOT}), or run from "
+                          "your own working folder")
+
+
 def setup_cfg(args, plugins=()):
     from clip_biomed import image_input
     from clip_biomed.dassl import get_cfg_default
@@ -138,8 +195,10 @@ def setup_cfg(args, plugins=()):
     if args.config_file:
         _merge(cfg, f"config file {args.config_file}", lambda: cfg.merge_from_file(args.config_file))
     reset_cfg(cfg, args)
+    check_opts(args.opts)
     _merge(cfg, f"command-line opts {args.opts}", lambda: cfg.merge_from_list(args.opts))
     image_input.mark_user_keys(cfg, args.opts)  # these INPUT keys win over the backbone's values
+    cap_workers(cfg)
     cfg.freeze()
     return cfg
 
@@ -174,6 +233,7 @@ def check_eval_checkpoint(trainer, model_dir, epoch):
 def main(args):
     plugins = import_plugins(plugin_names(args))
     cfg = setup_cfg(args, plugins)
+    check_output_dir(cfg, args)
     if args.eval_only and args.model_dir and not osp.isdir(args.model_dir):  # fail before building the model
         raise FileNotFoundError(f"--eval-only: model directory {args.model_dir} does not exist; pass --model-dir "
                                 "<OUTPUT_DIR of the training run>")
@@ -189,12 +249,11 @@ def main(args):
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
 
-    print_args(args, cfg)
+    trainer = build_trainer(cfg)
+    print_args(args, cfg)  # neither prints nor collect_env_info draws a random number
     print(f"Dassl engine: {ENGINE}")
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
-
-    trainer = build_trainer(cfg)
     if args.eval_only:
         check_eval_checkpoint(trainer, args.model_dir, args.load_epoch)
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
@@ -230,9 +289,30 @@ def build_parser():
     return parser
 
 
-if __name__ == "__main__":
-    cli_args = build_parser().parse_args()
+def report_error(error):
+    """One line for the terminal; the traceback into the run's log.txt (when one is open)."""
+    log_file = getattr(sys.stdout, "file", None)
+    where = ""
+    if log_file is not None and not log_file.closed:
+        log_file.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        log_file.flush()
+        where = f"full traceback in {log_file.name}; "
+    kind = "config error" if isinstance(error, ConfigError) else f"error: {type(error).__name__}"
+    return f"train.py: {kind}: {error}\n({where}{DEBUG_ENV_VAR}=1 prints it here)"
+
+
+def run_cli(argv=None):
+    """The command line: errors end the run with one clear message (exit status 1)."""
+    cli_args = build_parser().parse_args(argv)
     try:
         main(cli_args)
-    except ConfigError as error:
-        sys.exit(f"train.py: config error: {error}")
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0"):
+            raise
+        sys.exit(report_error(error))
+
+
+if __name__ == "__main__":
+    run_cli()
+else:
+    PROJECT_PLUGINS = import_plugins([])  # `import train` registers the trainers and datasets, as in CoOp

@@ -76,6 +76,11 @@ def register_method(cls, aliases: Dict[str, str]):
     return cls
 
 
+def open_clip_spelling(name: str) -> str:
+    """open_clip's name of an OpenAI CLIP architecture: ViT-B/16 -> ViT-B-16, ViT-L/14@336px -> ViT-L-14-336."""
+    return name.replace("@336px", "-336").replace("/", "-")
+
+
 def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optional[str],
                           default: str = DEFAULT_BACKBONE, method: str = "",
                           published: Sequence[str] = ()) -> Tuple[str, str]:
@@ -103,23 +108,26 @@ def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optiona
             return alias_backbone, ""
         if name in OPENAI_SPELLINGS:
             if alias_backbone == "CLIP":
-                return name, f"{trainer} loads OpenAI CLIP {name}, as the published trainer does"
+                return (open_clip_spelling(name) + ":openai",
+                        f"{trainer} loads OpenAI CLIP {name} (OpenAI's weights), as the published trainer does")
             return alias_backbone, (f"MODEL.BACKBONE.NAME {name!r} (the published YAMLs' placeholder) is ignored: "
                                     f"{trainer} uses {alias_backbone}, as the published trainer does")
-        raise ValueError(f"--trainer {trainer} is the published name of {method} on "
-                         f"{alias_backbone}, but MODEL.BACKBONE.NAME is {name!r}. Use --trainer "
-                         f"{method} MODEL.BACKBONE.NAME {name} to run it on {name}, or drop "
-                         "MODEL.BACKBONE.NAME")
+        method = method or trainer.rsplit("_", 1)[0]
+        raise ValueError(f"--trainer {trainer} is the published name of {method} on {alias_backbone}, but "
+                         f"MODEL.BACKBONE.NAME is {name!r}. Use --trainer {method} MODEL.BACKBONE.NAME {name} to "
+                         f"run it on {name}, or drop MODEL.BACKBONE.NAME")
     if not name:
         return default, ""
     if name in OPENAI_SPELLINGS:
-        arch = name.split("@")[0].replace("/", "-")
+        method = method or trainer
+        arch = open_clip_spelling(name)
+        names = ", ".join(published) or f"{method}_BiomedCLIP, {method}_CLIP, ..."
         raise ValueError(
             f"MODEL.BACKBONE.NAME {name!r} is OpenAI CLIP's spelling, which the published YAMLs carry as a "
             f"placeholder; --trainer {trainer} would load OpenAI CLIP {name} instead of {default}. Pass "
             f"MODEL.BACKBONE.NAME {default} (what the published {method} on {default} uses), CLIP (OpenAI CLIP "
-            f"ViT-B/16) or {arch}:openai, or use a published trainer name ({published}), which resolves it "
-            "as the published code did")
+            f"ViT-B/16) or {arch}:openai (OpenAI CLIP {name}), or use a published trainer name ({names}), which "
+            "resolves it as the published code did")
     return name, ""
 
 
@@ -377,8 +385,6 @@ class ClipTrainer(TrainerX):
     def after_epoch(self):
         super().after_epoch()
         last_epoch = (self.epoch + 1) == self.max_epoch
-        if not self.cfg.TRAIN.get("LAST_CHECKPOINT", True):
-            return
         for name in self.get_model_names():
             folder = osp.join(self.output_dir, name)
             if last_epoch:

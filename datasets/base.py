@@ -14,6 +14,7 @@ they are the subsets Dassl/CoOp draw for the same split file and seed. Base/new 
 """
 import math
 import os
+from collections import Counter
 
 from clip_biomed.dassl import DatasetBase, Datum
 from clip_biomed.data_tools.download import download_command, verify_command
@@ -110,6 +111,7 @@ class SplitJSONDataset(DatasetBase):
         """{"train", "val"} entries of the K-shot subsets, from the JSON cache when it belongs to this
         split file, K and seed, else drawn now (train first, then val, as CoOp does) and cached."""
         shots = {"train": num_shots, "val": min(num_shots, VAL_SHOTS_CAP)}
+        self.report_small_classes(split["train"], num_shots)
         cache_path = fewshot_cache_path(self.split_fewshot_dir, num_shots, seed)
         split_sha256 = file_sha256(self.split_path)
         if seed < 0:
@@ -131,6 +133,16 @@ class SplitJSONDataset(DatasetBase):
         except OSError as err:  # e.g. a read-only shared data folder: the run itself is still valid
             print(f"Warning: could not write the few-shot cache {cache_path} ({err}); continuing without it")
         return subsets
+
+    def report_small_classes(self, train, num_shots):
+        """Classes with fewer training images than K are used whole (as Dassl does): say which."""
+        counts = Counter((entry.label, entry.classname) for entry in train)
+        small = sorted((label, name, n) for (label, name), n in counts.items() if n < num_shots)
+        if small:
+            listed = ", ".join(f"{name!r} ({n})" for _, name, n in small)
+            print(f"Warning: DATASET.NUM_SHOTS is {num_shots}, but {len(small)} of the {len(counts)} classes of "
+                  f"{self.dataset_name} have fewer training images, so their few-shot sets are smaller "
+                  f"(all their images): {listed}")
 
     def check_images_exist(self, parts):
         entries = [entry for part in parts.values() for entry in part]

@@ -1,5 +1,11 @@
 # Shared by the launch scripts (sourced, not run).  CoOp-style: one train.py call per seed,
 # results under the published output layout, finished runs skipped so sweeps can be re-launched.
+# DATA and OUTPUT are relative to the folder the script is run from (never the repository's).
+#
+# Configs: a dataset is a name (configs/datasets/<name>.yaml) or the path of a YAML anywhere.  Your
+# own configs can live outside the repository, in CLIP_BIOMED_CONFIGS (same layout as configs/:
+# datasets/<name>.yaml, trainers/<Method>/{few_shot,base_to_novel}[/<dataset>].yaml), which is
+# searched before the repository's configs/.
 #
 # A method's script sets what differs and calls one of the *_main functions:
 #   TRAINER   the registered trainer name
@@ -58,26 +64,82 @@ require_args() {
     fi
 }
 
-dataset_config() {
-    local file="$REPO_ROOT/configs/datasets/$1.yaml"
-    if [ ! -f "$file" ]; then
-        echo "Unknown dataset '$1': no $file. Valid: $(cd "$REPO_ROOT/configs/datasets" && ls | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
-        exit 2
-    fi
-    echo "$file"
+# config_roots: where configs are looked up, yours (CLIP_BIOMED_CONFIGS) first.
+config_roots() {
+    [ -n "${CLIP_BIOMED_CONFIGS:-}" ] && echo "$CLIP_BIOMED_CONFIGS"
+    echo "$REPO_ROOT/configs"
 }
 
-# run_train <output dir> <train.py arguments...>: one run.  With DRY_RUN=1 nothing runs: one line
-# "run<TAB><output dir><TAB><shell-quoted command>" is printed instead, which is how
-# `python -m clip_biomed.sweep` learns each run's command and folder from these scripts.
+# dataset_config <name|path.yaml>: the dataset config file (absolute path).
+dataset_config() {
+    local dataset=$1 root
+    if [[ $dataset == *.yaml || $dataset == */* ]]; then
+        if [ ! -f "$dataset" ]; then
+            echo "No dataset config file $dataset" >&2
+            exit 2
+        fi
+        echo "$(cd "$(dirname "$dataset")" && pwd)/$(basename "$dataset")"
+        return
+    fi
+    while read -r root; do
+        [ -f "$root/datasets/$dataset.yaml" ] && { echo "$root/datasets/$dataset.yaml"; return; }
+    done < <(config_roots)
+    echo "Unknown dataset '$dataset': no $dataset.yaml in $(config_roots | sed 's|$|/datasets|' | paste -sd' ' -)." \
+         "Valid: $(config_roots | while read -r root; do ls "$root/datasets" 2>/dev/null; done | sed -n 's/\.yaml$//p' | sort -u | tr '\n' ' ')" \
+         "(or give the path of a dataset YAML; set CLIP_BIOMED_CONFIGS to your config folder)" >&2
+    exit 2
+}
+
+# dataset_name <name|path.yaml>: the name of a dataset in run folders (a YAML's file name without .yaml).
+dataset_name() {
+    local name=${1##*/}
+    echo "${name%.yaml}"
+}
+
+# run_train <output dir> <train.py arguments...>: one run, unless the folder holds it finished already
+# (skipped, saying so on stderr).  The arguments are recorded in <output dir>/command.txt: a folder
+# holding a run made with other arguments (finished or not) is an error, never reused or resumed,
+# so results of other settings are never presented as these.  With DRY_RUN=1 nothing runs: one line
+# "run<TAB><output dir><TAB><shell-quoted command>" (or "skip<TAB><output dir>") is printed instead,
+# which is how `python -m clip_biomed.sweep` learns each run's command and folder from these scripts.
 run_train() {
     local dir=$1
     shift
+    local recorded arguments
+    arguments=$(run_arguments "$@")
+    if [ -f "$dir/command.txt" ] && [ "$(cat "$dir/command.txt")" != "$arguments" ]; then
+        recorded=$(cat "$dir/command.txt")
+        {
+            echo "$dir holds a run made with other arguments, which is neither reused nor resumed:"
+            echo "  that run: $recorded"
+            echo "  this one: $arguments"
+            echo "Delete $dir to replace it, or set OUTPUT to another folder."
+        } >&2
+        exit 2
+    fi
+    skip_finished "$dir" "$(case " $* " in *" --eval-only "*) echo eval;; esac)" && return 0
     if [ "${DRY_RUN:-0}" = 1 ]; then
         printf 'run\t%s\t%s\n' "$dir" "$(printf '%q ' "$PYTHON" "$REPO_ROOT/train.py" --output-dir "$dir" "$@")"
     else
+        mkdir -p "$dir"
+        echo "$arguments" > "$dir/command.txt"
         "$PYTHON" "$REPO_ROOT/train.py" --output-dir "$dir" "$@"
     fi
+}
+
+# run_arguments <train.py arguments...>: what defines a run, on one line: the arguments without
+# --root (data may move) and with paths inside the repository written relative to it.
+run_arguments() {
+    local words=()
+    while [ $# -gt 0 ]; do
+        if [ "$1" = --root ]; then
+            shift 2
+            continue
+        fi
+        words+=("${1#"$REPO_ROOT"/}")
+        shift
+    done
+    printf '%q ' "${words[@]}"
 }
 
 # skip_finished <output dir> [eval]: true (and says so) when that run has finished.
@@ -86,7 +148,7 @@ skip_finished() {
     if [ "${DRY_RUN:-0}" = 1 ]; then
         printf 'skip\t%s\n' "$1"
     else
-        echo "Oops! The results exist at $1 (so skip this job)"
+        echo "Oops! The results exist at $1 (so skip this job)" >&2
     fi
 }
 
@@ -94,17 +156,22 @@ skip_finished() {
 # generic <few_shot|base_to_novel>.yaml when there is no dataset-specific one (e.g. your own data, or
 # a method with one config for every dataset: then nothing is said).
 method_config() {
-    local kind=$1 dataset=$2 dir="$REPO_ROOT/configs/trainers/${CONFIGS:-$TRAINER}"
-    if [ -f "$dir/$kind/$dataset.yaml" ]; then
-        echo "$dir/$kind/$dataset.yaml"
-    elif [ -f "$dir/$kind.yaml" ]; then
-        # said only where the method has per-dataset configs, just not this dataset's
-        [ -d "$dir/$kind" ] && echo "No $kind config for '$dataset' in $dir/$kind/; using the generic $dir/$kind.yaml" >&2
-        echo "$dir/$kind.yaml"
-    else
-        echo "No $kind config for '$dataset': neither $dir/$kind/$dataset.yaml nor $dir/$kind.yaml exists" >&2
-        exit 2
-    fi
+    local kind=$1 dataset=$2 method=${CONFIGS:-$TRAINER} root
+    local roots=()
+    while read -r root; do roots+=("$root/trainers/$method"); done < <(config_roots)
+    for root in "${roots[@]}"; do
+        [ -f "$root/$kind/$dataset.yaml" ] && { echo "$root/$kind/$dataset.yaml"; return; }
+    done
+    for root in "${roots[@]}"; do
+        if [ -f "$root/$kind.yaml" ]; then
+            # said only where the method has per-dataset configs, just not this dataset's
+            [ -d "$root/$kind" ] && echo "No $kind/$dataset.yaml in ${roots[*]}; using the generic $root/$kind.yaml" >&2
+            echo "$root/$kind.yaml"
+            return
+        fi
+    done
+    echo "No $kind config for '$dataset': no $kind/$dataset.yaml and no generic $kind.yaml in ${roots[*]}" >&2
+    exit 2
 }
 
 # config_value <yaml> <KEY>: the value of the first "KEY: value" line of a config file (quotes and
@@ -138,15 +205,15 @@ context_opts() {
 # few_shot_main <dataset> <shots> [backbone] [KEY VALUE ...]: train and test every seed.
 few_shot_main() {
     require_args 2 "$@"
-    local dataset=$1 shots=$2 backbone=${3:-BiomedCLIP}
-    shift $(( $# < 3 ? $# : 3 ))
+    local dataset shots=$2 backbone=${3:-BiomedCLIP}
+    dataset=$(dataset_name "$1")
     local dataset_cfg config seed dir
-    dataset_cfg=$(dataset_config "$dataset")
+    dataset_cfg=$(dataset_config "$1")
+    shift $(( $# < 3 ? $# : 3 ))
     config=$(method_config few_shot "$dataset")
     context_defaults "$config"
     for seed in $SEEDS; do
         dir=$OUTPUT/$dataset/shots_$shots/$(run_tail "$backbone")/seed$seed
-        skip_finished "$dir" && continue
         # shellcheck disable=SC2046  # context_opts is a list of words
         run_train "$dir" --root "$DATA" --seed "$seed" --trainer "$TRAINER" \
             --dataset-config-file "$dataset_cfg" --config-file "$config" \
@@ -168,11 +235,12 @@ check_base2new_dataset() {
 # epoch LOADEP).
 base2new_main() {
     require_args 1 "$@"
-    local dataset=$1 backbone=${2:-BiomedCLIP}
-    shift $(( $# < 2 ? $# : 2 ))
+    local dataset backbone=${2:-BiomedCLIP}
+    dataset=$(dataset_name "$1")
     local shots=${SHOTS:-16} dataset_cfg config seed tail train_dir test_dir common
+    dataset_cfg=$(dataset_config "$1")
+    shift $(( $# < 2 ? $# : 2 ))
     check_base2new_dataset "$dataset"
-    dataset_cfg=$(dataset_config "$dataset")
     config=$(method_config base_to_novel "$dataset")
     context_defaults "$config"
     for seed in $SEEDS; do
@@ -182,11 +250,9 @@ base2new_main() {
         common=(--root "$DATA" --seed "$seed" --trainer "$TRAINER" --dataset-config-file "$dataset_cfg"
                 --config-file "$config")
         # shellcheck disable=SC2046
-        skip_finished "$train_dir" ||
-            run_train "$train_dir" "${common[@]}" \
-                MODEL.BACKBONE.NAME "$backbone" $(context_opts) DATASET.NUM_SHOTS "$shots" \
-                DATASET.SUBSAMPLE_CLASSES base "$@"
-        skip_finished "$test_dir" eval && continue
+        run_train "$train_dir" "${common[@]}" \
+            MODEL.BACKBONE.NAME "$backbone" $(context_opts) DATASET.NUM_SHOTS "$shots" \
+            DATASET.SUBSAMPLE_CLASSES base "$@"
         # shellcheck disable=SC2046
         run_train "$test_dir" "${common[@]}" --eval-only --model-dir "$train_dir" ${LOADEP:+--load-epoch "$LOADEP"} \
             MODEL.BACKBONE.NAME "$backbone" $(context_opts) DATASET.NUM_SHOTS "$shots" \
@@ -206,14 +272,13 @@ EVAL_RUN=vit_b16
 # eval_main <dataset> [backbone] [KEY VALUE ...]: evaluate on every class of the test split.
 eval_main() {
     require_args 1 "$@"
-    local dataset=$1 backbone=${2:-BiomedCLIP}
+    local dataset backbone=${2:-BiomedCLIP} dataset_cfg config experiment
+    dataset=$(dataset_name "$1")
+    dataset_cfg=$(dataset_config "$1")
     shift $(( $# < 2 ? $# : 2 ))
-    local dataset_cfg config experiment
-    dataset_cfg=$(dataset_config "$dataset")
     config=$(method_config few_shot "$dataset")
     experiment=$OUTPUT/$dataset/$(run_tail "$backbone")
-    skip_finished "$experiment/$EVAL_RUN" eval ||
-        run_train "$experiment/$EVAL_RUN" --root "$DATA" --trainer "$TRAINER" --dataset-config-file "$dataset_cfg" \
+    run_train "$experiment/$EVAL_RUN" --root "$DATA" --trainer "$TRAINER" --dataset-config-file "$dataset_cfg" \
             --config-file "$config" --eval-only MODEL.BACKBONE.NAME "$backbone" "$@"
     [ "${DRY_RUN:-0}" = 1 ] || echo "Summary: $PYTHON $REPO_ROOT/parse_test_res.py --test-log $experiment"
 }
@@ -222,17 +287,16 @@ eval_main() {
 # new ones, under base2new/train_base and base2new/test_new as the trained methods' results.
 eval_base2new_main() {
     require_args 1 "$@"
-    local dataset=$1 backbone=${2:-BiomedCLIP}
+    local dataset backbone=${2:-BiomedCLIP} dataset_cfg config subset folder experiment
+    dataset=$(dataset_name "$1")
+    dataset_cfg=$(dataset_config "$1")
     shift $(( $# < 2 ? $# : 2 ))
-    local dataset_cfg config subset folder experiment
     check_base2new_dataset "$dataset"
-    dataset_cfg=$(dataset_config "$dataset")
     config=$(method_config base_to_novel "$dataset")
     for subset in base new; do
         folder=train_base
         [ "$subset" = new ] && folder=test_new
         experiment=$OUTPUT/base2new/$folder/$dataset/$(run_tail "$backbone")
-        skip_finished "$experiment/$EVAL_RUN" eval && continue
         run_train "$experiment/$EVAL_RUN" --root "$DATA" --trainer "$TRAINER" --dataset-config-file "$dataset_cfg" \
             --config-file "$config" --eval-only MODEL.BACKBONE.NAME "$backbone" DATASET.SUBSAMPLE_CLASSES "$subset" "$@"
     done

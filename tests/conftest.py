@@ -60,3 +60,35 @@ def tiny_clip(tmp_path_factory):
     from clip_biomed.backbones.testing import make_tiny
 
     return make_tiny("clip", tmp_path_factory.mktemp("tiny_clip"))
+
+
+class _Unclosable:
+    """A stream whose close() does nothing (real Dassl's stdout tee closes the console it wraps)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def train_main_in_process(capsys, monkeypatch):
+    """Lets a test run train.py's main() in this process: the stdout tee it installs is removed after
+    the test and never closes pytest's capture, whichever engine provides setup_logger."""
+    import clip_biomed.dassl as seam
+
+    real_setup_logger = seam.setup_logger
+
+    def setup_logger(output=None):
+        console = sys.stdout
+        real_setup_logger(output)
+        if sys.stdout is not console:
+            sys.stdout.console = _Unclosable(console)
+
+    monkeypatch.setattr(seam, "setup_logger", setup_logger)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # undone at teardown, before capsys's own
+    return capsys

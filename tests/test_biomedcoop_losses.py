@@ -13,8 +13,9 @@ def _unit(*shape, seed):
     return F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1)
 
 
-def reference_losses(f, t, T, s, labels, lam_s, lam_k, tau):
-    """Written the way the published code reads: a python loop over prompts with host values."""
+def reference_losses(f, t, T, s, labels, lam_s, lam_k, tau, absolute=False):
+    """Written the way the published code reads: a python loop over prompts with host values
+    (``absolute``: the z-score of the published PMC-CLIP trainer, |S_i - m| / MAD)."""
     B, C = f.shape[0], t.shape[0]
     P = T.shape[1]
     scores = []
@@ -25,7 +26,7 @@ def reference_losses(f, t, T, s, labels, lam_s, lam_k, tau):
     median = srt[(P - 1) // 2]  # torch.median: the lower middle value
     dev = sorted(abs(x - median) for x in scores)
     mad = dev[(P - 1) // 2]
-    z = [(x - median) / mad for x in scores]
+    z = [(abs(x - median) if absolute else x - median) / mad for x in scores]
     mean_z = sum(z) / P
     std_z = math.sqrt(sum((v - mean_z) ** 2 for v in z) / (P - 1))
     keep = [abs((v - mean_z) / std_z) <= tau for v in z]
@@ -45,8 +46,9 @@ def reference_losses(f, t, T, s, labels, lam_s, lam_k, tau):
     return ce, sccm, kdsp, keep
 
 
+@pytest.mark.parametrize("absolute", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_losses_match_reference(seed):
+def test_losses_match_reference(seed, absolute):
     B, C, P, D = 4, 3, 12, 16
     f, t, T = _unit(B, D, seed=seed), _unit(C, D, seed=seed + 10), _unit(C, P, D, seed=seed + 20)
     # Make a couple of prompts outliers so the rule prunes something.
@@ -54,8 +56,8 @@ def test_losses_match_reference(seed):
     labels = torch.tensor([0, 1, 2, 1])
     s = 4.0
     proto = F.normalize(T.mean(1), dim=-1)
-    got = biomedcoop_losses(s * f @ t.T, labels, f, t, T, proto, s, 0.5, 0.25, 1.0)
-    ce, sccm, kdsp, keep = reference_losses(f, t, T, s, labels, 0.5, 0.25, 1.0)
+    got = biomedcoop_losses(s * f @ t.T, labels, f, t, T, proto, s, 0.5, 0.25, 1.0, absolute_zscore=absolute)
+    ce, sccm, kdsp, keep = reference_losses(f, t, T, s, labels, 0.5, 0.25, 1.0, absolute=absolute)
     assert torch.allclose(got["ce"], ce, atol=1e-10)
     assert torch.allclose(got["sccm"], sccm, atol=1e-12)
     assert torch.allclose(got["kdsp"], kdsp, atol=1e-12)
@@ -88,6 +90,14 @@ def test_keep_mask_is_plain_zscore_when_mad_positive():
     u = (scores - scores.mean()) / scores.std()
     assert torch.equal(keep_mask(scores, 1.5), u.abs() <= 1.5)
     assert not keep_mask(scores, 1.5)[7]
+
+
+def test_absolute_zscore_drops_prompts_whose_distance_to_the_median_is_unusual():
+    """|S - m| / MAD, standardised: the prompt at the median is as unusual as the extremes (reference §1.8)."""
+    scores = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    assert keep_mask(scores, 1.0).tolist() == [False, True, True, True, True, True, False]
+    assert keep_mask(scores, 1.0, absolute=True).tolist() == [False, True, True, False, True, True, False]
+    assert keep_mask(torch.full((6,), 2.0), 1.0, absolute=True).all()  # MAD 0: undefined, keep every prompt
 
 
 @pytest.mark.parametrize(

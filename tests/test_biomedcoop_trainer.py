@@ -220,3 +220,86 @@ def test_published_full_model_checkpoint_loads_without_trusting_its_pickle(train
 def test_load_model_missing_file_names_the_path_and_the_fix(trainer, tmp_path):
     with pytest.raises(FileNotFoundError, match="--model-dir"):
         trainer.load_model(str(tmp_path), epoch=7)
+
+
+# -- the published behaviour of each backbone (ZSCORE, IMAGE_BN) ----------------------------------------
+
+
+def batchnorm_state(trainer):
+    return {k: v.clone() for k, v in trainer.backbone.image_tower.state_dict().items() if "running" in k}
+
+
+def test_published_variant_per_backbone_family(synthetic_root, tiny_biomedclip, tiny_root, tmp_path):
+    pmc = make_trainer(synthetic_root, tiny_root / "pmcclip", tmp_path / "pmc")
+    assert pmc.zscore == "absolute" and pmc.get_model_names() == ["prompt_learner", "image_bn"]
+    assert pmc.FROZEN_IMAGE_FEATURES is False and type(pmc).FROZEN_IMAGE_FEATURES is True  # this run only
+    biomedclip = make_trainer(synthetic_root, tiny_biomedclip, tmp_path / "biomedclip")
+    assert biomedclip.zscore == "signed" and biomedclip.get_model_names() == ["prompt_learner"]
+    assert biomedclip.FROZEN_IMAGE_FEATURES is True
+    fixed = make_trainer(synthetic_root, tiny_root / "pmcclip", tmp_path / "fixed", "TRAINER.BIOMEDCOOP.ZSCORE",
+                         "signed", "TRAINER.BIOMEDCOOP.IMAGE_BN", "eval")
+    assert fixed.zscore == "signed" and fixed.get_model_names() == ["prompt_learner"] and fixed.FROZEN_IMAGE_FEATURES
+    with pytest.raises(ValueError, match="IMAGE_BN must be one of auto, eval, train, got 'batch'"):
+        make_trainer(synthetic_root, tiny_biomedclip, tmp_path / "bad", "TRAINER.BIOMEDCOOP.IMAGE_BN", "batch")
+
+
+def test_pmcclip_batchnorm_drifts_as_two_published_passes_per_step(synthetic_root, tiny_root, tmp_path):
+    """The published PMC-CLIP trainer runs its train-mode ResNet twice on every batch (student and
+    teacher): one pass here moves the running statistics exactly as those two did."""
+    import copy
+
+    trainer = make_trainer(synthetic_root, tiny_root / "pmcclip", tmp_path / "run")
+    tower = trainer.backbone.image_tower
+    published = copy.deepcopy(tower).train()
+    for layer in published.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            layer.momentum = 0.1  # PyTorch's default, as in the published ModifiedResNet
+    trainer.set_model_mode("train")
+    layers = list(trainer.image_batchnorm)
+    assert layers and all(layer.training for layer in layers) and trainer.backbone.text_tower.training
+    trainer.batch_idx, trainer.num_batches = 0, 10
+    batch = next(iter(trainer.train_loader_x))
+    before = batchnorm_state(trainer)
+    trainer.forward_backward(batch)
+    with torch.no_grad():
+        published(batch["img"])
+        published(batch["img"])
+    after = batchnorm_state(trainer)
+    expected = {k: v for k, v in published.state_dict().items() if "running" in k}
+    assert not torch.allclose(after["bn1.running_mean"], before["bn1.running_mean"])
+    assert all(torch.allclose(after[k], expected[k], atol=1e-6) for k in after)
+    trainer.set_model_mode("eval")
+    assert not any(layer.training for layer in layers)
+
+
+def test_drifted_statistics_are_saved_loaded_and_evaluated_without_frozen_features(
+        synthetic_root, tiny_root, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trained = make_trainer(synthetic_root, tiny_root / "pmcclip", out, "OPTIM.MAX_EPOCH", "1")
+    pristine = batchnorm_state(trained)
+    trained.train()
+    drifted = batchnorm_state(trained)
+    assert sorted(os.listdir(out / "image_bn")) == ["checkpoint", "model.pth.tar-1"]
+
+    fresh = make_trainer(synthetic_root, tiny_root / "pmcclip", tmp_path / "eval")
+    assert all(torch.equal(fresh_v, pristine[k]) for k, fresh_v in batchnorm_state(fresh).items())
+    fresh.load_model(str(out))  # the run's final checkpoints of the context and the statistics
+    assert all(torch.equal(v, drifted[k]) for k, v in batchnorm_state(fresh).items())
+    assert not torch.equal(drifted["bn1.running_var"], pristine["bn1.running_var"])
+    images = next(iter(fresh.test_loader))["img"]
+    fresh.set_model_mode("eval")
+    trained.set_model_mode("eval")
+    assert torch.equal(fresh.model_inference(images), trained.model_inference(images))
+    monkeypatch.setattr(fresh, "frozen_feature_batches", lambda *a: pytest.fail("frozen features used"))
+    fresh.test()
+    with pytest.raises(KeyError, match="does not hold the BatchNorm statistics of this backbone"):
+        fresh.loadable_state_dict("image_bn", {"0.weight": torch.zeros(1)})
+
+
+def test_eval_mode_batchnorm_keeps_the_frozen_statistics(synthetic_root, tiny_root, tmp_path):
+    trainer = make_trainer(synthetic_root, tiny_root / "pmcclip", tmp_path / "run", "TRAINER.BIOMEDCOOP.IMAGE_BN", "eval")
+    before = batchnorm_state(trainer)
+    trainer.set_model_mode("train")
+    trainer.batch_idx, trainer.num_batches = 0, 10
+    trainer.forward_backward(next(iter(trainer.train_loader_x)))
+    assert all(torch.equal(v, before[k]) for k, v in batchnorm_state(trainer).items())

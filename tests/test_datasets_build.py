@@ -320,7 +320,8 @@ def test_dataset_configs_set_the_registered_names():
         assert cfg.DATASET.NAME == entry.name
         assert entry.name in DATASET_REGISTRY.registered_names()
     expected = {f"{entry.config}.yaml" for entry in PUBLISHED_DATASETS} | {"folder.yaml"}
-    assert {path.name for path in (REPO_ROOT / "configs" / "datasets").glob("*.yaml")} == expected
+    # a user's own configs/datasets/mydata.yaml may sit beside them
+    assert expected <= {path.name for path in (REPO_ROOT / "configs" / "datasets").glob("*.yaml")}
 
 
 def test_folder_config_template_and_opts_merge(tmp_path):
@@ -343,3 +344,17 @@ def test_data_manager_loads_batches_of_a_synthetic_dataset(synthetic_root):
     batch = next(iter(manager.train_loader_x))
     assert tuple(batch["img"].shape) == (4, 3, 8, 8)
     assert manager.num_classes == 4 and manager.dataset.classnames[3] == "normal brain"
+
+
+def test_classes_with_fewer_images_than_the_shots_are_named(tmp_path, capsys):
+    write_synthetic_dataset(str(tmp_path), "Mine", ["big", "small", "tiny"], layout="folder", per_class=10, size=8)
+    for name in sorted((tmp_path / "Mine" / "tiny").iterdir())[4:]:
+        name.unlink()  # "tiny" keeps 4 images: 2 of them train (50%)
+    cfg = make_cfg(tmp_path, "FolderDataset", num_shots=4, name="Mine", image_dir="Mine")
+    dataset = build(cfg)
+    out = capsys.readouterr().out
+    assert ("Warning: DATASET.NUM_SHOTS is 4, but 1 of the 3 classes of Mine have fewer training images, so their "
+            "few-shot sets are smaller (all their images): 'tiny' (2)") in out
+    assert sum(item.classname == "tiny" for item in dataset.train_x) == 2
+    build(make_cfg(tmp_path, "FolderDataset", num_shots=2, name="Mine", image_dir="Mine"))
+    assert "Warning: DATASET.NUM_SHOTS" not in capsys.readouterr().out

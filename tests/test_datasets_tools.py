@@ -119,6 +119,18 @@ def test_http_download_resumes_a_part_file_and_removes_the_archive(tmp_path, bus
     assert download_dataset("BUSI", str(root)).ok and len(requests) == 1  # complete: nothing fetched
 
 
+def test_offline_download_error_names_the_archive_alternative(tmp_path, monkeypatch, capsys):
+    def no_network(request, timeout):
+        raise download_module.urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(download_module.urllib.request, "urlopen", no_network)
+    assert main(["download", "BUSI", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "BUSI: FAILED: <urlopen error [Errno -3] Temporary failure in name resolution>" in out
+    assert (f"download {published_dataset('BUSI').hf_url} on a machine that has it, copy the file over and run: "
+            f"python -m clip_biomed.data_tools download BUSI --root {tmp_path} --archive /path/to/BUSI.zip") in out
+
+
 def test_cli_download_and_argument_errors(tmp_path, busi_files, capsys):
     archive = make_zip(tmp_path / "BUSI.zip", busi_files)
     assert main(["download", "BUSI", "--root", str(tmp_path / "data"), "--archive", str(archive)]) == 0

@@ -141,9 +141,10 @@ def test_eval_checkpoint_check_names_what_is_missing(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = "import sys, train; train.build_parser().format_help(); print('torch' in sys.modules)"
+    code = ("import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip() == "False", result.stderr
+    assert "--eval-only" in result.stdout and result.stdout.split()[-1] == "False", result.stderr
 
 
 def test_print_args_matches_coop(capsys):
@@ -154,3 +155,61 @@ def test_print_args_matches_coop(capsys):
         "***************\n** Arguments **\n***************\nroot: r\nseed: 1\n"
         "************\n** Config **\n************\nA: 1\n"
     )
+
+
+def test_import_train_registers_the_project_trainers_and_datasets_once(tmp_path):
+    code = ("import train\nfrom clip_biomed.dassl import DATASET_REGISTRY, TRAINER_REGISTRY\n"
+            "train.import_plugins(['json'])  # again, with a plugin: registering is idempotent\n"
+            "print(sorted({'BiomedCoOp', 'BiomedCoOp_PMCCLIP'} & set(TRAINER_REGISTRY.registered_names())),"
+            " sorted({'BTMRI', 'FolderDataset'} & set(DATASET_REGISTRY.registered_names())))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split("\n")[-2] == "['BiomedCoOp', 'BiomedCoOp_PMCCLIP'] ['BTMRI', 'FolderDataset']", \
+        result.stderr
+
+
+def test_flags_after_the_options_say_where_they_belong():
+    with pytest.raises(train.ConfigError, match=r"the flag\(s\) --eval-only --seed come after the KEY VALUE options"
+                                                r".*put every flag before the first option \(OPTIM.LR\)"):
+        train.setup_cfg(parse("OPTIM.LR", 0.1, "--eval-only", "--seed", 3))  # even length: yacs would say "key"
+    with pytest.raises(train.ConfigError, match=r"--evalonly is not a train.py flag \(python train.py --help"):
+        train.setup_cfg(parse("OPTIM.LR", 0.1, "--evalonly"))
+
+
+def test_data_loader_workers_are_capped_to_the_cpus(monkeypatch, capsys):
+    assert 1 <= train.available_cpus() <= os.cpu_count()
+    monkeypatch.setattr(train, "available_cpus", lambda: 3)
+    assert train.setup_cfg(parse("DATALOADER.NUM_WORKERS", 8)).DATALOADER.NUM_WORKERS == 3
+    assert "DATALOADER.NUM_WORKERS 8 capped to 3, the CPUs available here" in capsys.readouterr().out
+    assert train.setup_cfg(parse("DATALOADER.NUM_WORKERS", 2)).DATALOADER.NUM_WORKERS == 2
+    assert "capped" not in capsys.readouterr().out
+
+
+def test_the_default_output_dir_is_never_inside_the_repository(monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO_ROOT)
+    implicit = parse()
+    with pytest.raises(train.ConfigError, match=r"no --output-dir given, and the default ./output is inside the "
+                                                r"repository .*pass --output-dir <folder>"):
+        train.check_output_dir(train.setup_cfg(implicit), implicit)
+    asked = parse("--output-dir", "output/run1")
+    train.check_output_dir(train.setup_cfg(asked), asked)  # asked for: written where asked
+    monkeypatch.chdir(tmp_path)
+    train.check_output_dir(train.setup_cfg(implicit), implicit)  # ./output of the user's own folder
+
+
+def test_an_error_is_one_line_before_the_config_dump_with_the_traceback_in_the_log(tmp_path, monkeypatch,
+                                                                                  train_main_in_process):
+    argv = ["--root", str(tmp_path / "no_data"), "--trainer", "BiomedCoOp", "--seed", "1",
+            "--dataset-config-file", str(REPO_ROOT / "configs" / "datasets" / "btmri.yaml")]
+    monkeypatch.delenv(train.DEBUG_ENV_VAR, raising=False)
+    with pytest.raises(SystemExit) as info:
+        train.run_cli([*argv, "--output-dir", str(tmp_path / "out")])
+    message = str(info.value.code)
+    assert message.startswith("train.py: error: FileNotFoundError: Dataset BTMRI not found (missing ")
+    assert message.endswith(f"(full traceback in {tmp_path / 'out' / 'log.txt'}; CLIP_BIOMED_DEBUG=1 prints it here)")
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "Traceback (most recent call last)" in log and "** Config **" not in log
+    monkeypatch.setenv(train.DEBUG_ENV_VAR, "1")
+    with pytest.raises(FileNotFoundError, match="Dataset BTMRI not found"):
+        train.run_cli([*argv, "--output-dir", str(tmp_path / "debug")])

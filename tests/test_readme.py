@@ -18,11 +18,14 @@ def readme_commands():
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
 
 
+CLONE = "$BIOMEDCOOP/"  # README's name for the path of the clone (commands run from the user's folder)
+
+
 def _words(command):
     words = shlex.split(command)
     while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):  # leading VAR=value
         words.pop(0)
-    return words
+    return [word[len(CLONE):] if word.startswith(CLONE) else word for word in words]
 
 
 def _help(words):

@@ -104,12 +104,16 @@ def fetch_archive(name: str, root: str, source: str = "hf", archive: Optional[st
         print(f"Using the archive already downloaded at {dest}")
         return dest
     os.makedirs(root, exist_ok=True)
-    if archive is not None:
-        _http_download(archive, dest)
-    elif source == "hf":
-        _http_download(published_dataset(name).hf_url, dest)
-    else:
-        _gdrive_download(published_dataset(name).gdrive_id, dest)
+    url = archive or (published_dataset(name).hf_url if source == "hf" else
+                      f"https://drive.google.com/uc?id={published_dataset(name).gdrive_id}")
+    try:
+        if source == "gdrive" and archive is None:
+            _gdrive_download(published_dataset(name).gdrive_id, dest)
+        else:
+            _http_download(url, dest)
+    except OSError as err:  # URLError, timeouts, refused connections, HTTP errors, gdown failures
+        raise OSError(f"{err}. Without network access here, download {url} on a machine that has it, copy "
+                      f"the file over and run: {download_command(name, root)} --archive /path/to/{name}.zip") from err
     return dest
 
 

@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from collections import Counter
 from typing import Dict, List, Mapping, NamedTuple, Sequence, Tuple
+
+from clip_biomed.data_tools.files import atomic_write
 
 SPLIT_KEYS = ("train", "val", "test")
 DEFAULT_SPLIT_RATIOS = (0.5, 0.2, 0.3)  # train/val/test per class, as the published split helper
@@ -56,16 +57,8 @@ def file_sha256(path: str) -> str:
 def write_json_atomic(obj, path: str) -> None:
     """Write JSON (indented like Dassl's write_json) so that readers never see a half-written file:
     parallel runs of a sweep may build the same cache at the same time."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=4, separators=(",", ": "), ensure_ascii=False)
-        os.replace(tmp_path, path)
-    except BaseException:
-        os.unlink(tmp_path)
-        raise
+    with atomic_write(path, encoding="utf-8") as f:
+        json.dump(obj, f, indent=4, separators=(",", ": "), ensure_ascii=False)
 
 
 def _load_json(path: str):

@@ -19,6 +19,7 @@ from collections import OrderedDict
 
 import torch
 
+from clip_biomed.data_tools.files import atomic_write
 from clip_biomed.engine.utils import mkdir_if_missing
 
 __all__ = [
@@ -96,15 +97,12 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     if remove_module_from_keys:
         state["state_dict"] = _strip_module_prefix(state["state_dict"])
     fpath = osp.join(save_dir, model_name or model_file_name(state["epoch"]))
-    partial = f"{fpath}.partial"
-    torch.save(state, partial)
-    os.replace(partial, fpath)
+    with atomic_write(fpath, "wb") as f:
+        torch.save(state, f)
     if not quiet:
         print(f"Checkpoint saved to {fpath}")
-    pointer = osp.join(save_dir, "checkpoint")
-    with open(f"{pointer}.partial", "w") as f:
+    with atomic_write(osp.join(save_dir, "checkpoint")) as f:
         f.write(f"{osp.basename(fpath)}\n")
-    os.replace(f"{pointer}.partial", pointer)
     if is_best:
         best_fpath = osp.join(osp.dirname(fpath), "model-best.pth.tar")
         shutil.copy(fpath, best_fpath)

@@ -21,9 +21,12 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clip_biomed.data_tools.files import atomic_write
+
 __all__ = [
     "PromptEnsemble", "PromptFileError", "load_prompt_file", "validate_prompt_file", "find_problems",
     "save_prompt_file", "packaged_datasets", "normalise_sentence", "has_words", "match_classnames",
+    "sentences_for", "generate_command",
 ]
 
 
@@ -102,10 +105,7 @@ class PromptEnsemble:
         return [list(self.prompts[matches[name]][:n_prompts]) for name in classnames]
 
     def _shortfall_message(self, classnames, n_prompts, shortfalls, config_node):
-        modality = self.modality or "<imaging modality, e.g. brain MRI>"
-        generate = (f"python -m clip_biomed.prompts generate --classes {shlex.quote(','.join(classnames))} "
-                    f"--dataset {shlex.quote(self.dataset or '<NAME>')} --modality {shlex.quote(modality)} "
-                    f"--n {n_prompts} --out my_prompts.json")
+        generate = generate_command(classnames, self.dataset, self.modality, n_prompts, "my_prompts.json")
         return "\n".join([
             f"Prompt file {self.source or '<in memory>'} (dataset {self.dataset!r}) cannot give "
             f"{n_prompts} prompts to {len(shortfalls)} of {len(classnames)} classes:",
@@ -116,6 +116,35 @@ class PromptEnsemble:
             f"  {generate}",
             f"or lower {config_node}.N_PROMPTS.",
         ])
+
+
+def generate_command(classnames, dataset, modality, n_prompts, out):
+    """The ``generate`` command writing ``n_prompts`` sentences for each of ``classnames``."""
+    return (f"python -m clip_biomed.prompts generate --classes {shlex.quote(','.join(classnames))} "
+            f"--dataset {shlex.quote(dataset or '<NAME>')} "
+            f"--modality {shlex.quote(modality or '<imaging modality, e.g. chest X-ray>')} --n {n_prompts} "
+            f"--out {shlex.quote(out)} --base-url <your server, e.g. http://localhost:8000/v1> --model <model name>")
+
+
+def sentences_for(source, dataset, classnames, n_prompts):
+    """The first ``n_prompts`` sentences of every class (``[n_cls][n_prompts]``), from ``source`` (a
+    path or packaged dataset name) or, when it is empty, from the packaged file of ``dataset``.
+
+    Without a source and without a packaged file (your own data), the error lists the classes and
+    gives the command that writes their prompts and the option that uses them.
+    """
+    packaged = {name.lower() for name in packaged_datasets()}
+    if not source and dataset.lower() not in packaged:
+        out = f"prompts/{dataset}.json"
+        raise PromptFileError("\n".join([
+            f"No prompt ensemble for dataset {dataset!r}: BiomedCoOp's teacher needs {n_prompts} LLM-written "
+            f"sentences for each of its {len(classnames)} classes ({', '.join(map(repr, classnames))}), and "
+            f"only the 11 published datasets come with packaged ones. Write them with any OpenAI-compatible "
+            "LLM server (docs/prompts.md):",
+            f"  {generate_command(classnames, dataset, '', n_prompts, out)}",
+            f"then add the options  TRAINER.BIOMEDCOOP.PROMPTS {out}",
+        ]))
+    return load_prompt_file(source or dataset).for_classes(classnames, n_prompts)
 
 
 def packaged_datasets():
@@ -252,10 +281,9 @@ def load_prompt_file(path_or_dataset_name, config_node=DEFAULT_CONFIG_NODE):
                           prompts={name: list(sentences) for name, sentences in prompts.items()}, source=source)
 
 
-def save_prompt_file(ensemble, path):
-    """Write an ensemble in the project format (UTF-8, indent 2, non-ASCII kept as is)."""
-    data = {"dataset": ensemble.dataset, "modality": ensemble.modality, "prompts": ensemble.prompts}
-    path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def save_prompt_file(ensemble, path, **fields):
+    """Write an ensemble in the project format (UTF-8, indent 2, non-ASCII kept as is); ``fields``
+    are extra top-level entries (e.g. where the sentences come from), ignored by the loader."""
+    data = {"dataset": ensemble.dataset, "modality": ensemble.modality, **fields, "prompts": ensemble.prompts}
+    with atomic_write(path, encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

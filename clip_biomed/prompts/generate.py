@@ -3,6 +3,7 @@
     python -m clip_biomed.prompts generate --classes "glioma tumor,normal brain" --dataset BTMRI \\
         --modality "brain MRI" --n 50 --out btmri.json [--base-url URL] [--model NAME]
     python -m clip_biomed.prompts validate btmri.json [--dataset BTMRI | --classes ... | --split-file ...]
+    python -m clip_biomed.prompts from-published BiomedCoOp/trainers/prompt_templates.py --out published.json
 
 The server is reached with plain urllib (POST {base_url}/chat/completions, Bearer key), so vLLM,
 Ollama, llama.cpp, LM Studio and hosted APIs all work without extra packages. For every class the
@@ -250,6 +251,24 @@ def _run_validate(args):
     return 0
 
 
+def _run_from_published(args):
+    from clip_biomed.prompts.published import convert_published
+
+    datasets = [] if args.dataset == "all" else [name.strip() for name in args.dataset.split(",") if name.strip()]
+    conversion = convert_published(args.file, args.variable, datasets, n_prompts=args.n)
+    print(f"Read {args.variable} from {args.file} (parsed, not executed; sha256 {conversion.provenance['sha256']}): "
+          f"{len(conversion.ensemble.prompts)} classes")
+    if conversion.problems:
+        print(f"{args.file} cannot serve every class ({len(conversion.problems)} problem(s)); nothing written:")
+        print("\n".join(f"  - {problem}" for problem in conversion.problems))
+        return 1
+    print("\n".join(conversion.report(args.n)))
+    save_prompt_file(conversion.ensemble, args.out, published_source=conversion.provenance)
+    print(f"Wrote {args.out}. Train with the published sentences by adding TRAINER.BIOMEDCOOP.PROMPTS {args.out} "
+          f"(and TRAINER.BIOMEDCOOP.N_PROMPTS {args.n}) to the train.py or script options.")
+    return 0
+
+
 def _positive(convert):
     def parse(text):
         value = convert(text)
@@ -294,6 +313,22 @@ def build_parser():
     validate.add_argument("file", help="prompt JSON file, or a packaged dataset name")
     _add_class_source(validate)
     validate.set_defaults(run=_run_validate)
+
+    from clip_biomed.prompts.published import PUBLISHED_VARIABLES
+
+    published = commands.add_parser(
+        "from-published", help="convert the published trainers/prompt_templates.py (parsed, never executed)")
+    published.add_argument("file", help="prompt_templates.py of your copy of the published repository")
+    published.add_argument("--out", required=True, help="JSON file to write")
+    published.add_argument("--variable", default="BIOMEDCOOP_TEMPLATES",
+                           help="the dict to read: " + "; ".join(f"{k} = {v}" for k, v in PUBLISHED_VARIABLES.items())
+                                + " (default BIOMEDCOOP_TEMPLATES)")
+    published.add_argument("--dataset", default="all",
+                           help="published dataset(s) to check and serve, comma-separated (default all: one file "
+                                "with every class, usable for each of the 11 datasets)")
+    published.add_argument("--n", type=_positive(int), default=50,
+                           help="sentences each class must have (TRAINER.BIOMEDCOOP.N_PROMPTS, default 50)")
+    published.set_defaults(run=_run_from_published)
     return parser
 
 

@@ -18,7 +18,7 @@ for SEED in $SEEDS; do
     for SUBSET in base new; do
         DIR=$OUTPUT_EVAL/base2new/test_$SUBSET/$TAIL
         if run_finished "$DIR" eval; then
-            echo "Oops! The results exist at $DIR (so skip this job)"
+            echo "Oops! The results exist at $DIR (so skip this job)" >&2
             continue
         fi
         "$PYTHON" "$REPO_ROOT/train.py" --root "$DATA" --seed "$SEED" --trainer BiomedCoOp \

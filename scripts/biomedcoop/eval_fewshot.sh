@@ -18,7 +18,7 @@ for SEED in $SEEDS; do
     MODEL_DIR=$CKPT/few_shot/$TAIL
     DIR=$OUTPUT_EVAL/$TAIL
     if run_finished "$DIR" eval; then
-        echo "Oops! The results exist at $DIR (so skip this job)"
+        echo "Oops! The results exist at $DIR (so skip this job)" >&2
         continue
     fi
     "$PYTHON" -m clip_biomed.published_checkpoints --task few_shot --dataset "$DATASET" --shots "$SHOTS" --seeds "$SEED" --out "$CKPT"
