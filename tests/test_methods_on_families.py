@@ -30,6 +30,8 @@ FAMILIES = [family for family in TINY_FAMILIES if family in ("hf-clip", "siglip"
 ONE_STEP = ["DATASET.NUM_SHOTS", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "OPTIM.MAX_EPOCH", "1",
             "DATALOADER.NUM_WORKERS", "0", "TEST.NO_TEST", "True"]  # evaluated below, on a few images
 EVAL_IMAGES = 8
+# options a method needs on a 2-block tiny tower (its published values name blocks of a 12-block one)
+TINY_TOWER_OPTS = {"BiomedAP": ["TRAINER.BIOMEDAP.FUSION_LAYERS", "[0, 1]"]}
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +58,13 @@ def shared_backbones(family_backbones, monkeypatch):
 
 
 def _trainer(method, backbone_name, root, out_dir):
+    # the method's generic few-shot config where it has one (e.g. CLIP-SVD's own schedule settings)
+    config = os.path.join(train.REPO_ROOT, "configs/trainers", TRAINER_REGISTRY.get(method).METHOD, "few_shot.yaml")
     args = train.build_parser().parse_args([
         "--root", str(root), "--trainer", method, "--seed", "1", "--output-dir", str(out_dir),
         "--dataset-config-file", os.path.join(train.REPO_ROOT, "configs/datasets/btmri.yaml"),
-        "MODEL.BACKBONE.NAME", backbone_name, *ONE_STEP,
+        *(["--config-file", config] if os.path.isfile(config) else []),
+        "MODEL.BACKBONE.NAME", backbone_name, *ONE_STEP, *TINY_TOWER_OPTS.get(method, []),
     ])
     return build_trainer(train.setup_cfg(args, PLUGINS))
 

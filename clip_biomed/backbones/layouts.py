@@ -14,7 +14,8 @@ for a tower's :class:`TowerLayout` (``backbone.tower_layout("image" | "text")``)
 
 A layout is found by the tower's module type.  Supported: open_clip's timm ViT tower (BiomedCLIP),
 open_clip's own ViT and text transformer (CLIP, PubMedCLIP) and Hugging Face BERT-style encoders
-behind open_clip's ``HFTextEncoder`` (BiomedCLIP and PMC-CLIP text towers).  A ResNet image tower
+behind open_clip's ``HFTextEncoder`` (BiomedCLIP and PMC-CLIP text towers), and the towers of
+transformers' CLIPModel and SiglipModel (families hf-clip, siglip).  A ResNet image tower
 (PMC-CLIP, CLIP RN50) has no layout: methods that need one fail with an error naming the tower.
 
 A new family adds support by registering a function ``tower -> TowerLayout | None`` with
@@ -51,7 +52,8 @@ class TowerLayout:
 Describer = Callable[[nn.Module], Optional[TowerLayout]]
 _DESCRIBERS: List[Describer] = []
 SUPPORTED = ("open_clip timm VisionTransformer", "open_clip VisionTransformer", "open_clip TextTransformer",
-             "Hugging Face BERT-style encoder (open_clip HFTextEncoder)")
+             "Hugging Face BERT-style encoder (open_clip HFTextEncoder)",
+             "transformers CLIP and SigLIP text/vision transformers")
 
 
 class UnsupportedTowerError(ValueError):
@@ -129,3 +131,30 @@ def _hf_bert_encoder(tower: nn.Module) -> Optional[TowerLayout]:
     except AttributeError:
         return None
     return TowerLayout("Hugging Face BERT-style encoder", layers, BERT_LINEARS, tower.transformer.config.hidden_size)
+
+
+HF_CLIP_LINEARS: Dict[str, str] = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+                                   "o": "self_attn.out_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+
+
+@register_layout
+def _transformers_clip_tower(tower: nn.Module) -> Optional[TowerLayout]:
+    """The text and vision transformers of transformers' CLIPModel and SiglipModel (families hf-clip,
+    siglip): ``encoder.layers`` of blocks with separate q/k/v/out projections, batch first.  CLIP's
+    vision tower puts a class token before the patches; SigLIP's has none (it pools with an
+    attention head)."""
+    layers = getattr(getattr(tower, "encoder", None), "layers", None)
+    config = getattr(tower, "config", None)
+    if not (isinstance(layers, nn.ModuleList) and len(layers) and hasattr(config, "hidden_size")):
+        return None
+    try:
+        for path in HF_CLIP_LINEARS.values():
+            if not isinstance(layers[0].get_submodule(path), nn.Linear):
+                return None
+    except AttributeError:
+        return None
+    embeddings = getattr(tower, "embeddings", None)
+    vision = hasattr(embeddings, "patch_embedding")
+    prefix = int(vision and getattr(embeddings, "class_embedding", None) is not None)
+    return TowerLayout(f"transformers {type(tower).__name__}", layers, HF_CLIP_LINEARS, config.hidden_size,
+                       prefix_tokens=prefix)
