@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from clip_biomed.dassl import build_lr_scheduler, build_optimizer, compute_accuracy
-from clip_biomed.method import ClipTrainer, published_names, register_method
-from clip_biomed.prompt_learner import PromptLearner, context_state_dict
+from clip_biomed.method import published_names, register_method
 from clip_biomed.prompts import sentences_for
+
+from .coop import CoOp
 
 # Published trainer names and the backbone each one fixes (their YAMLs say ViT-B/16 for all of them).
 PUBLISHED_ALIASES = published_names("BiomedCoOp_{}")
@@ -156,8 +156,9 @@ def biomedcoop_losses(
 # ---------------------------------------------------------------------------------------------
 
 
-class BiomedCoOp(ClipTrainer):
-    """BiomedCoOp on any backbone (MODEL.BACKBONE.NAME, default BiomedCLIP)."""
+class BiomedCoOp(CoOp):
+    """BiomedCoOp on any backbone (MODEL.BACKBONE.NAME, default BiomedCLIP): CoOp's context learning
+    with the SCCM and KDSP terms of the LLM prompt ensemble."""
 
     METHOD = "BiomedCoOp"
     CONFIG_NODE = "BIOMEDCOOP"
@@ -170,36 +171,18 @@ class BiomedCoOp(ClipTrainer):
                                  f"got {cfg.TRAINER.BIOMEDCOOP[key]!r}")
 
     def build_model(self):
-        cfg = self.cfg
-        opts = self.opts
-        classnames = self.dm.dataset.classnames
-        self.build_backbone()
+        super().build_model()  # the backbone and the registered prompt learner
         self.apply_published_variant()
-
-        print("Building the prompt learner")
-        self.prompt_learner = PromptLearner(
-            self.backbone,
-            classnames,
-            n_ctx=opts.N_CTX,
-            ctx_init=opts.CTX_INIT,
-            csc=opts.CSC,
-            class_token_position=opts.CLASS_TOKEN_POSITION,
-        ).to(self.device)
-        self.prompt_learner.metadata = self.run_metadata()
-        # Check the ensemble now (a missing class fails before any training); encode it lazily.
-        dataset_name = getattr(self.dm.dataset, "dataset_name", cfg.DATASET.NAME)  # FolderDataset: FOLDER.NAME
-        self.llm_prompts: List[List[str]] = sentences_for(opts.PROMPTS, dataset_name, classnames, opts.N_PROMPTS)
-        self._prompt_features = None
-        self._prototypes = None
-
-        optim = build_optimizer(self.prompt_learner, cfg.OPTIM)
-        sched = build_lr_scheduler(optim, cfg.OPTIM)
-        self.register_model("prompt_learner", self.prompt_learner, optim, sched)
         if self.image_batchnorm is not None:
             # Registered (no optimizer), so the engine switches it with the model mode and its drifted
             # running statistics are checkpointed, resumed and loaded with the context.
             self.register_model(IMAGE_BN_MODEL, self.image_batchnorm)
-        self.print_trainable_parameters()
+        # Check the ensemble now (a missing class fails before any training); encode it lazily.
+        opts, classnames = self.opts, self.dm.dataset.classnames
+        dataset_name = getattr(self.dm.dataset, "dataset_name", self.cfg.DATASET.NAME)  # FolderDataset: FOLDER.NAME
+        self.llm_prompts: List[List[str]] = sentences_for(opts.PROMPTS, dataset_name, classnames, opts.N_PROMPTS)
+        self._prompt_features = None
+        self._prototypes = None
 
     def apply_published_variant(self):
         """Resolve ZSCORE and IMAGE_BN ("auto": as the published trainer of the backbone's family)."""
@@ -234,52 +217,20 @@ class BiomedCoOp(ClipTrainer):
             self._prototypes = F.normalize(features.mean(dim=1), dim=-1)
         return self._prompt_features, self._prototypes
 
-    # -- forward passes ------------------------------------------------------------------------
-
-    def text_features(self) -> torch.Tensor:
-        prompts = self.prompt_learner()
-        features = self.backbone.encode_text_embeddings(prompts, self.prompt_learner.token_ids)
-        return F.normalize(features.float(), dim=-1)
+    # -- training --------------------------------------------------------------------------------
 
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
         self.backbone.text_tower.train(mode == "train" and self.opts.TEXT_DROPOUT)
 
-    def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
+    def losses(self, logits, labels, image_features, text_features) -> Dict[str, torch.Tensor]:
         opts = self.opts
         prompt_features, prototypes = self.teacher_features()
-        scale = self.backbone.logit_scale
-        image_features = self.image_features(image)
-        with self.precision.autocast():
-            text_features = self.text_features()
-        logits = self.backbone.logits(image_features, text_features)
         losses = biomedcoop_losses(
-            logits, label, image_features, text_features, prompt_features, prototypes, scale,
+            logits, labels, image_features, text_features, prompt_features, prototypes, self.backbone.logit_scale,
             opts.SCCM_LAMBDA, opts.KDSP_LAMBDA, opts.TAU, absolute_zscore=self.zscore == "absolute",
         )
-        loss = losses["ce"] + losses["sccm"] + losses["kdsp"]
-        self.precision.backward_and_step(loss, self._optims["prompt_learner"])
-
-        summary = {
-            "loss": loss.item(),
-            "loss_ce": losses["ce"].item(),
-            "loss_sccm": losses["sccm"].item(),
-            "loss_kdsp": losses["kdsp"].item(),
-            "acc": compute_accuracy(logits, label)[0].item(),
-        }
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
-
-    @torch.no_grad()
-    def logits_from_features(self, image_features):
-        def learned_text_features():
-            with self.precision.autocast():
-                return self.text_features()
-
-        text_features = self.eval_constant("text_features", learned_text_features)
-        return self.backbone.logits(image_features, text_features)
+        return {name: losses[name] for name in ("ce", "sccm", "kdsp")}
 
     # -- checkpoints -----------------------------------------------------------------------------
 
@@ -291,7 +242,7 @@ class BiomedCoOp(ClipTrainer):
                                f"backbone's image tower ({len(state_dict)} entries, {len(expected)} expected): "
                                "was it trained with another backbone?")
             return state_dict
-        return context_state_dict(state_dict)
+        return super().loadable_state_dict(name, state_dict)
 
 
 register_method(BiomedCoOp, PUBLISHED_ALIASES)
