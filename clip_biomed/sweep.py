@@ -416,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--submitit-cluster", default="slurm", choices=("slurm", "local"),
                        help="submitit executor (default slurm; local runs the same job array as local processes)")
     where.add_argument("--no-wait", action="store_true", help="with --slurm: submit and return")
+    where.add_argument("--poll-seconds", type=float, default=30.0,
+                       help="with --slurm: how often the array's jobs are checked (default %(default)s)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="KEY VALUE yacs options passed to every run (must come last)")
     return parser
@@ -451,7 +453,7 @@ def main(argv=None) -> int:
                       "slurm_array_parallelism": args.array_parallelism,
                       **{f"slurm_{key}": value for key, value in args.slurm_param}}
         run_submitit(todo, args.slurm_folder or osp.join(grid.output, "submitit"), parameters, report,
-                     cluster=args.submitit_cluster, wait=not args.no_wait)
+                     cluster=args.submitit_cluster, wait=not args.no_wait, poll_seconds=args.poll_seconds)
         if args.no_wait:
             return 0
     else:
