@@ -8,6 +8,8 @@ Differences from CoOp's train.py (docs/engine.md):
 - ``--eval-only`` fails with FileNotFoundError if the trainer has learned weights and --model-dir
   is missing, absent, or lacks the requested checkpoint (CoOp silently tests an untrained model).
 - A bad config key or value names the file (or the opts) it came from.
+- Every run folder gets ``run_info.json`` (the config and the class names in label order), from which
+  ``python -m clip_biomed.predict`` rebuilds the trainer without the dataset.
 - ``--plugin MODULE`` (repeatable) / ``CLIP_BIOMED_PLUGINS=mod1,mod2`` import extra modules that
   register trainers or datasets (e.g. in tests); a module's ``extend_cfg(cfg)`` is called if present.
 """
@@ -165,6 +167,7 @@ def main(args):
     import torch
 
     from clip_biomed.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
+    from clip_biomed.predict import write_run_info
 
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
@@ -179,6 +182,7 @@ def main(args):
     print(f"** System info **\n{collect_env_info()}\n")
 
     trainer = build_trainer(cfg)
+    write_run_info(trainer, cfg)  # what `python -m clip_biomed.predict` rebuilds the trainer from
     if args.eval_only:
         check_eval_checkpoint(trainer, args.model_dir, args.load_epoch)
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
