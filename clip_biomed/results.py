@@ -213,6 +213,10 @@ class Average:
         return f"{self.value:.2f}" + (f" ({', '.join(notes)})" if notes else "")
 
 
+def _datasets(names: Sequence[str]) -> str:
+    return f"{len(names)} dataset{'s' if len(names) != 1 else ''} ({', '.join(names)})"
+
+
 def _label(row: Row, rows: Sequence[Row]) -> str:
     """The method's name, with its variant when the table has several for the same method and backbone."""
     siblings = {r.variant for r in rows if (r.method, r.backbone) == (row.method, row.backbone)}
@@ -272,7 +276,7 @@ def few_shot_markdown(fs: FewShot, paper: bool = False) -> str:
     per_dataset = [[d, _label(r, fs.rows), r.backbone or "—",
                     *[fs.cells[(r, d, k)].text() if (r, d, k) in fs.cells else "" for k in fs.shots]]
                    for d in fs.datasets for r in fs.rows if any((r, d, k) in fs.cells for k in fs.shots)]
-    parts = [f"### Few-shot {fs.metric} (%), mean over {len(fs.datasets)} datasets ({', '.join(fs.datasets)})",
+    parts = [f"### Few-shot {fs.metric} (%), mean over {_datasets(fs.datasets)}",
              markdown_table(header, rows)]
     if paper:
         parts.append(f"(paper): {paper_results.SOURCE}.")
@@ -439,7 +443,7 @@ def base_to_novel_markdown(b2n: BaseToNovel, paper: bool = False) -> str:
         for name, key in ((HM_OF_AVERAGES, "hm_of_averages"), (MEAN_OF_HMS, "mean_of_hms")):
             detail.append([f"**Average, HM = {name}**", _label(row, b2n.rows), row.backbone or "—",
                            avg["base"].text(), avg["novel"].text(), avg[key].text()])
-    parts = [f"### Base-to-novel {b2n.metric} (%), mean over {len(b2n.datasets)} datasets ({', '.join(b2n.datasets)})",
+    parts = [f"### Base-to-novel {b2n.metric} (%), mean over {_datasets(b2n.datasets)}",
              markdown_table(header, summary),
              "Two harmonic means: of the dataset-averaged base and novel accuracies (convention 1), and the "
              "mean of the per-dataset harmonic means (convention 2); the literature uses both."]

@@ -148,7 +148,8 @@ class Job:
 
     @property
     def label(self) -> str:
-        return f"{self.method} {self.dataset} K={self.shots} seed {self.seed} ({self.protocol}, {self.backbone})"
+        backbone = self.backbone.rstrip("/").rsplit("/", 1)[-1]  # a local-dir:/path/NAME backbone as NAME
+        return f"{self.method} {self.dataset} K={self.shots} seed {self.seed} ({self.protocol}, {backbone})"
 
 
 @dataclass
