@@ -9,6 +9,7 @@ Reads every run folder (one with a ``log.txt``) under OUTPUT_DIR in the publishe
 
     <ds>/shots_<K>/<Method>_<Backbone>[/<variant>...]/seed<S>              few-shot (K shots)
     <ds>/<Method>_<Backbone>[/<variant>...][/seed<S>]                      zero-shot (K = 0)
+    <ds>/<Trainer>/<cfg>_<K>shots/<variant>/seed<S>                         CoOp's few-shot layout
     base2new/{train_base,test_base,test_new}/<ds>[/shots_<K>]/<Method>_<Backbone>[/...][/seed<S>]
 
 ``<variant>`` levels (``nctx4_cscFalse_ctpend``, ``vit_b16``) tell experiments of one method apart.
@@ -43,6 +44,7 @@ PROTOCOLS = ("few_shot", "base2new")
 BASE2NEW_PARTS = {"train_base": "base", "test_base": "base", "test_new": "novel"}
 _SHOTS = re.compile(r"shots_(\d+)$")
 _SEED = re.compile(r"seed(\d+)$")
+_COOP_SHOTS = re.compile(r"_(\d+)shots$")
 
 
 # --- reading the output tree -------------------------------------------------------------------------
@@ -109,6 +111,9 @@ def parse_run_path(relative: str, methods: Iterable[str] = ()) -> Optional[dict]
     seed_match = _SEED.match(rest[-1])
     seed = int(seed_match.group(1)) if seed_match else None
     levels = rest[1:-1] if seed_match else rest[1:]
+    coop_shots = [int(m.group(1)) for m in map(_COOP_SHOTS.search, levels) if m]
+    if not shots_match and coop_shots:  # CoOp's <ds>/<Trainer>/<cfg>_<K>shots/... layout
+        shots = coop_shots[0]
     method, backbone = split_trainer(rest[0], methods)
     return {"protocol": protocol, "part": part, "source": source, "dataset": dataset, "shots": shots,
             "row": Row(method, backbone, "/".join(levels)), "seed": seed}
@@ -507,23 +512,20 @@ def write_results(output_dir: str, out: Optional[str] = None, protocols: Sequenc
                 f.write(text)
 
     shown = 0
-    if "few_shot" in protocols and (fs := few_shot_results(found.values, metric, expected_seeds)):
-        text = few_shot_markdown(fs, paper)
+    for protocol, build, markdown, table in (("few_shot", few_shot_results, few_shot_markdown, few_shot_csv),
+                                             ("base2new", base_to_novel_results, base_to_novel_markdown,
+                                              base_to_novel_csv)):
+        summary = build(found.values, metric, expected_seeds) if protocol in protocols else None
+        if summary is None:
+            continue
+        text = markdown(summary, paper)
         print(text)
-        save(f"few_shot_{metric}.md", text)
-        cells, averages = few_shot_csv(fs)
-        save(f"few_shot_{metric}.csv", cells)
-        save(f"few_shot_{metric}_average.csv", averages)
-        if out:
-            written[f"few_shot_{metric}.png"] = plot_few_shot(fs, osp.join(out, f"few_shot_{metric}.png"), paper)
-        shown += 1
-    if "base2new" in protocols and (b2n := base_to_novel_results(found.values, metric, expected_seeds)):
-        text = base_to_novel_markdown(b2n, paper)
-        print(text)
-        save(f"base2new_{metric}.md", text)
-        cells, averages = base_to_novel_csv(b2n)
-        save(f"base2new_{metric}.csv", cells)
-        save(f"base2new_{metric}_average.csv", averages)
+        cells, averages = table(summary)
+        for name, content in ((".md", text), (".csv", cells), ("_average.csv", averages)):
+            save(f"{protocol}_{metric}{name}", content)
+        if out and protocol == "few_shot":
+            written[f"{protocol}_{metric}.png"] = plot_few_shot(summary, osp.join(out, f"{protocol}_{metric}.png"),
+                                                                paper)
         shown += 1
     for what, folders in (("without a final result (unfinished or failed; not counted)", found.unfinished),
                           ("with a log outside the published layout (not counted)", found.unrecognised)):

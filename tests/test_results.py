@@ -50,6 +50,8 @@ def test_runs_are_read_from_the_published_layout(output):
     assert found.unfinished == [str(output / "btmri/shots_8" / TAIL / "seed1")]
     assert results.split_trainer("CoOp_local_copy", ["CoOp"]) == ("CoOp", "local_copy")
     assert results.split_trainer("CoOp_tiny-biomedclip") == ("CoOp", "tiny-biomedclip")
+    coop_layout = results.parse_run_path("caltech101/CoOp/vit_b16_16shots/nctx16_cscFalse_ctpend/seed2")
+    assert (coop_layout["shots"], coop_layout["seed"], coop_layout["row"].method) == (16, 2, "CoOp")
 
 
 def test_few_shot_tables_mark_missing_seeds_and_average_over_datasets(output):
