@@ -83,10 +83,10 @@ def test_demo_runs_end_to_end(tmp_path):
     out = result.stdout
     zero_shot = re.search(r"^Aligned to .*: [\d.]+% -> ([\d.]+)%$", out, flags=re.M)
     assert zero_shot and 35.0 < float(zero_shot.group(1)) < 80.0, out
-    assert len(re.findall(r"^\[\d/3\] BiomedCoOp btmri K=8 seed \d \(few_shot, tiny-biomedclip\): ok", out,
+    assert len(re.findall(r"^\[\d+/\d+\] BiomedCoOp btmri K=8 seed \d \(few_shot, tiny-biomedclip\): ok", out,
                           flags=re.M)) == 3, out
     assert "mean ± std over 3 seeds (1, 2, 3)" in out
-    learned = re.search(r"^\| BiomedCoOp \| tiny-biomedclip \| ([\d.]+) \|$", out, flags=re.M)
+    learned = re.search(r"^\| BiomedCoOp \| tiny-biomedclip \|.* ([\d.]+) \|$", out, flags=re.M)  # K=8, last
     assert learned and float(learned.group(1)) > float(zero_shot.group(1)) + 10.0, out
-    run = tmp_path / "demo" / "BiomedCoOp_shots8_seeds1-2-3_epochs20"
-    assert (run / "results" / "few_shot_accuracy.png").is_file()
+    (run,) = (tmp_path / "demo").iterdir()  # one folder for these settings
+    assert "shots8_seeds1-2-3" in run.name and (run / "results" / "few_shot_accuracy.png").is_file()
