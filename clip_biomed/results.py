@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import os.path as osp
 import re
@@ -119,6 +120,31 @@ def parse_run_path(relative: str, methods: Iterable[str] = ()) -> Optional[dict]
             "row": Row(method, backbone, "/".join(levels)), "seed": seed}
 
 
+def backbone_tag(name: str) -> str:
+    """The run-folder name of a backbone (``scripts/common.sh``'s ``backbone_tag``): a local-dir:/path
+    or hf-hub:org/name backbone is named after its last path part."""
+    name = name.strip()
+    for prefix in ("local-dir:", "hf-hub:"):
+        name = name[len(prefix):] if name.startswith(prefix) else name
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _row_from_run_info(directory: str, row: Row, methods: Iterable[str]) -> Row:
+    """The run's own record (``run_info.json``, written by train.py) names its trainer and backbone
+    exactly, whatever the folder's naming (``Zeroshot<backbone>2``); the folder name is the fallback."""
+    path = osp.join(directory, "run_info.json")
+    if not osp.isfile(path):
+        return row
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+        trainer, configured = info["trainer"], info["config"]["MODEL"]["BACKBONE"]["NAME"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return row
+    method, fixed = split_trainer(trainer, methods)
+    return Row(method, fixed or backbone_tag(configured) or row.backbone, row.variant)
+
+
 @dataclass
 class Collected:
     values: List[RunValue] = field(default_factory=list)
@@ -145,6 +171,7 @@ def collect(output_dir: str, metric: str = FINISHED_METRIC, methods: Iterable[st
         if result is None:
             found.unfinished.append(directory)
             continue
+        where["row"] = _row_from_run_info(directory, where["row"], methods)
         found.values.append(RunValue(value=result[0], log=result[1], **where))
     return found
 

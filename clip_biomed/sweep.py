@@ -45,6 +45,7 @@ SCRIPTS_DIR = osp.join(REPO_ROOT, "scripts")
 PROTOCOLS = ("few_shot", "base2new")
 DEFAULT_SHOTS = {"few_shot": (1, 2, 4, 8, 16), "base2new": (16,)}
 RUN_OUTPUT = "sweep.log"  # a run's captured stdout and stderr, inside its run folder
+COMMAND_RECORD = "command.txt"
 _TRAINER_LINE = re.compile(r"^\s*TRAINER=([A-Za-z_][A-Za-z0-9_]*)(?=\s|;|$)", re.M)
 
 
@@ -127,6 +128,7 @@ def resolve_methods(names: Sequence[str], methods: Dict[str, Dict[str, MethodScr
 class Run:
     dir: str
     command: str  # shell-quoted, as the script printed it
+    record: str = ""  # what the script records in <dir>/command.txt when it runs this itself (4th field)
 
     @property
     def eval_only(self) -> bool:
@@ -175,12 +177,13 @@ def script_env(grid: Grid, seed: int, shots: int) -> Dict[str, str]:
 
 
 def parse_dry_run(stdout: str) -> Tuple[List[Run], List[str]]:
-    """The ``run``/``skip`` lines of a script's DRY_RUN=1 output (other lines are not runs)."""
+    """The ``run``/``skip`` lines of a script's DRY_RUN=1 output (other lines are not runs); a run line
+    may carry a 4th field, the record of the run's arguments the script keeps in its folder."""
     runs, skipped = [], []
     for line in stdout.splitlines():
         parts = line.split("\t")
-        if parts[0] == "run" and len(parts) == 3:
-            runs.append(Run(parts[1], parts[2].rstrip()))
+        if parts[0] == "run" and len(parts) in (3, 4):
+            runs.append(Run(parts[1], parts[2].rstrip(), parts[3].rstrip() if len(parts) == 4 else ""))
         elif parts[0] == "skip" and len(parts) == 2:
             skipped.append(parts[1])
     return runs, skipped
@@ -249,6 +252,9 @@ def run_job(job: Job, env: Optional[Dict[str, str]] = None) -> Outcome:
     full_env = {**os.environ, **(env or {})}
     for run in job.runs:
         os.makedirs(run.dir, exist_ok=True)
+        if run.record:  # as the script would, so that its check of the folder's arguments holds
+            with open(osp.join(run.dir, COMMAND_RECORD), "w") as f:
+                f.write(run.record + "\n")
         output = osp.join(run.dir, RUN_OUTPUT)
         with open(output, "a") as f:
             f.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} {run.command}\n")

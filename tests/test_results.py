@@ -1,6 +1,7 @@
 """python -m clip_biomed.results on output trees with known numbers: per-dataset and averaged tables,
 incomplete cells marked, both base-to-novel HM conventions, the published layout, any metric, the plot."""
 import csv
+import json
 import io
 
 import pytest
@@ -117,3 +118,15 @@ def test_cli_writes_tables_csv_and_the_plot_for_any_metric(output, tmp_path, cap
 
     assert results.main([str(output), "--metric", "balanced_accuracy"]) == 1
     assert "'* balanced_accuracy: X%'" in capsys.readouterr().err
+
+
+def test_method_and_backbone_come_from_the_runs_own_record(tmp_path):
+    """Folders such as Zeroshot<backbone>2 (the ensemble's published naming) do not split; the run's
+    run_info.json names the trainer and the backbone."""
+    run = tmp_path / "btmri" / "Zeroshottiny-biomedclip2" / "vit_b16"
+    write_log(run, 47.5, eval_only=True)
+    (run / "run_info.json").write_text(json.dumps({"trainer": "ZeroshotEnsemble", "classnames": [], "config": {
+        "MODEL": {"BACKBONE": {"NAME": "local-dir:/models/tiny-biomedclip/"}}}}))
+    (value,) = results.collect(str(tmp_path)).values
+    assert (value.row, value.shots, value.value) == (results.Row("ZeroshotEnsemble", "tiny-biomedclip", "vit_b16"),
+                                                     0, 47.5)

@@ -251,3 +251,14 @@ def test_bash_and_python_agree_on_finished_runs(tmp_path, mode):
     expected_yes = {"finished", "older_dassl", "crlf_and_spaces", "resumed"} | (
         {"val_only", "eval_only", "no_test_after_training"} if mode == "eval" else set())
     assert {d for d, v in in_python.items() if v == "yes"} == expected_yes
+
+
+def test_a_record_the_script_prints_is_written_before_the_run(fakes, tmp_path):
+    """Scripts that keep a record of a run's arguments in its folder print it as a 4th field."""
+    out = tmp_path / "run"
+    command = f"{fakes['python']} train.py --output-dir {out} --seed 1 DATASET.NUM_SHOTS 2"
+    (run,), skipped = sweep.parse_dry_run(f"run\t{out}\t{command}\tthe recorded arguments\nskip\t/done\nnoise\n")
+    assert (run.dir, run.command, run.record, skipped) == (str(out), command, "the recorded arguments", ["/done"])
+    outcome = sweep.run_job(sweep.Job("few_shot", "FakeMethod", "BiomedCLIP", "btmri", 2, 1, (run,)))
+    assert not outcome.failure and outcome.accuracy == 53.0
+    assert (out / "command.txt").read_text() == "the recorded arguments\n"
