@@ -19,14 +19,12 @@ Differences from CoOp's script (docs/engine.md):
 import argparse
 import os
 import os.path as osp
-import re
 import sys
 from collections import OrderedDict
 
 import numpy as np
 
-TRAIN_END_SIGNALS = ("Finish training", "Finished training")
-TEST_END_SIGNALS = ("=> result",)
+from clip_biomed.run_logs import TEST_END_SIGNALS, TRAIN_END_SIGNALS, log_files, metric_regex, parse_log
 
 
 class NoResultsError(RuntimeError):
@@ -35,25 +33,6 @@ class NoResultsError(RuntimeError):
 
 def _subdirs(directory):
     return sorted(n for n in os.listdir(directory) if not n.startswith(".") and osp.isdir(osp.join(directory, n)))
-
-
-def _log_files(seed_dir):
-    """log.txt first, then the timestamped logs of later (resumed) runs in time order."""
-    names = sorted(n for n in os.listdir(seed_dir) if n == "log.txt" or n.startswith("log.txt-"))
-    return [osp.join(seed_dir, n) for n in names]
-
-
-def parse_log(fpath, regex, end_signals):
-    """The last value matched by ``regex`` at or after the first end-signal line, or None."""
-    value, started = None, False
-    with open(fpath, "r", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            started = started or line in end_signals
-            match = regex.search(line)
-            if started and match:
-                value = float(match.group(1))
-    return value
 
 
 def compute_ci95(values):
@@ -69,12 +48,12 @@ def parse_directory(directory, keyword="accuracy", test_log=False, ci95=False, v
     if not osp.isdir(directory):
         raise NoResultsError(f"{directory} is not a directory")
     end_signals = TEST_END_SIGNALS if test_log else TRAIN_END_SIGNALS
-    regex = re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
+    regex = metric_regex(keyword)
     if verbose:
         print(f"Parsing files in {directory}")
     files, values = [], []
     for subdir in _subdirs(directory):
-        for fpath in reversed(_log_files(osp.join(directory, subdir))):
+        for fpath in reversed(log_files(osp.join(directory, subdir))):
             value = parse_log(fpath, regex, end_signals)
             if value is not None:
                 files.append(fpath)

@@ -36,6 +36,10 @@ setup(
         "regex",
         "tqdm",
         "gdown>=4.7",
+        "matplotlib>=3.5",  # the few-shot curves of `python -m clip_biomed.results --out`
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7", "submitit>=1.5"],
+        "slurm": ["submitit>=1.5"],  # `python -m clip_biomed.sweep --slurm`
+    },
 )

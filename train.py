@@ -13,6 +13,8 @@ Differences from CoOp's train.py (docs/engine.md):
 - TEST.EVALUATOR defaults to ClinicalClassification: Dassl's result block, then balanced accuracy,
   AUROC, calibration and per-class sensitivity/specificity, saved to OUTPUT_DIR/metrics_<split>.json
   (docs/metrics.md); ``TEST.EVALUATOR Classification`` prints Dassl's block alone.
+- Every run folder gets ``run_info.json`` (the config and the class names in label order), from which
+  ``python -m clip_biomed.predict`` rebuilds the trainer without the dataset.
 - ``--plugin MODULE`` (repeatable) / ``CLIP_BIOMED_PLUGINS=mod1,mod2`` import extra modules that
   register trainers or datasets (e.g. in tests); a module's ``extend_cfg(cfg)`` is called if present.
 - ``import train`` registers the project's trainers and datasets (as importing CoOp's train.py does);
@@ -241,6 +243,7 @@ def main(args):
     import torch
 
     from clip_biomed.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
+    from clip_biomed.predict import write_run_info
 
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
@@ -254,6 +257,7 @@ def main(args):
     print(f"Dassl engine: {ENGINE}")
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
+    write_run_info(trainer, cfg)  # what `python -m clip_biomed.predict` rebuilds the trainer from
     if args.eval_only:
         check_eval_checkpoint(trainer, args.model_dir, args.load_epoch)
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

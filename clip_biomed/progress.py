@@ -27,3 +27,14 @@ def progress(iterable: Iterable[T], desc: str = "", total: Optional[int] = None,
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc or None, total=total, unit=unit, file=sys.stderr, leave=False)
+
+
+def echo(line: str) -> None:
+    """Print ``line`` on stdout without breaking an active bar (one line per finished item in long
+    loops: the record that stays in logs, where bars do not show)."""
+    if progress_enabled():
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stdout)
+    else:
+        print(line, flush=True)

@@ -40,15 +40,16 @@ backbone_tag() {
     echo "${name//[^A-Za-z0-9._-]/_}"
 }
 
-# A run is finished when one of its logs (log.txt, or log.txt-<time> after a resume) holds a test
-# accuracy after the end of training (after "=> result" for evaluation-only runs).
+# run_finished <dir> [eval]: true when one of the run's logs (log.txt, or log.txt-<time> after a
+# resume) holds a test accuracy at or after the end of training (after "=> result" for
+# evaluation-only runs).  The rule of clip_biomed/run_logs.py, line for line (tests check both agree).
 run_finished() {
-    local signal='^Finish(ed)? training$'
-    [ "${2:-}" = eval ] && signal='^=> result$'
+    local signal='^[[:space:]]*Finish(ed)? training[[:space:]]*$'
+    [ "${2:-}" = eval ] && signal='^[[:space:]]*=> result[[:space:]]*$'
     local log
-    for log in "$1"/log.txt*; do
+    for log in "$1"/log.txt "$1"/log.txt-*; do
         [ -f "$log" ] || continue
-        awk -v s="$signal" '$0 ~ s {f=1} f && /^\* accuracy: / {ok=1} END {exit !ok}' "$log" && return 0
+        awk -v s="$signal" '$0 ~ s {f=1} f && /\* accuracy: [-+.0-9eE]+%/ {ok=1} END {exit !ok}' "$log" && return 0
     done
     return 1
 }

@@ -180,3 +180,23 @@ def test_synthetic_classes_are_learnable_and_images_differ(tmp_path):
     assert (predicted == np.array([e.label for e in split["test"]])).mean() >= 0.9
     first_class = [np.asarray(Image.open(root / "CHMNIST" / e.path)) for e in split["train"][:2]]
     assert not np.array_equal(*first_class)
+
+
+def test_overlap_makes_the_synthetic_classes_hard_to_separate():
+    """A linear classifier on the pixels separates overlap-0 classes perfectly, not overlap-0.6 ones."""
+    from sklearn.linear_model import LogisticRegression
+
+    from clip_biomed.data_tools.synthetic import synthetic_image
+
+    def pixels(overlap, seed):
+        rng = np.random.default_rng(seed)
+        return np.array([synthetic_image(label, 4, 16, rng, overlap).reshape(-1) / 255.0
+                         for label in range(4) for _ in range(50)]), np.repeat(np.arange(4), 50)
+
+    def accuracy(overlap):
+        return LogisticRegression(max_iter=2000).fit(*pixels(overlap, 0)).score(*pixels(overlap, 1))
+
+    assert accuracy(0.0) == 1.0
+    assert 0.5 < accuracy(0.6) < 0.97
+    with pytest.raises(ValueError, match="overlap must be between 0 and 1"):
+        write_synthetic_dataset("unused", "BTMRI", overlap=1.5)

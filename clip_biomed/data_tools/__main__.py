@@ -2,7 +2,7 @@
 
   download NAME|all --root DATA [--source hf|gdrive] [--archive PATH_OR_URL] [--keep-archive]
   verify   NAME|all --root DATA [--check-images]
-  synthetic --out DIR --name NAME [--classes a,b,c] [--layout published|folder|csv]
+  synthetic --out DIR --name NAME [--classes a,b,c] [--layout published|folder|csv] [--overlap 0..1]
             [--per-class N] [--size PIXELS] [--seed S]
 """
 import argparse
@@ -48,8 +48,9 @@ def _verify(args):
 def _synthetic(args):
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     path = write_synthetic_dataset(args.out, args.name, classes, layout=args.layout, per_class=args.per_class,
-                                   size=args.size, seed=args.seed)
-    print(f"Wrote a synthetic {args.name} ({args.layout} layout, {args.per_class} images per class) to {path}")
+                                   size=args.size, seed=args.seed, overlap=args.overlap)
+    print(f"Wrote a synthetic {args.name} ({args.layout} layout, {args.per_class} images per class, "
+          f"overlap {args.overlap}) to {path}")
     return 0
 
 
@@ -80,6 +81,8 @@ def main(argv=None):
     synthetic.add_argument("--per-class", type=int, default=20)
     synthetic.add_argument("--size", type=int, default=32, help="image side in pixels")
     synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--overlap", type=float, default=0.0,
+                           help="0 (separable classes, default) to 1: how much neighbouring classes overlap")
     synthetic.set_defaults(run=_synthetic)
 
     args = parser.parse_args(argv)

@@ -2,7 +2,9 @@
 
 Each class has its own colour (hues spread evenly) and shape (disk, square, ring, cross, in turn),
 drawn at a random position and size on a noisy background, so a classifier (even a linear probe on
-random features) can separate the classes while no two images are equal. Class names are those
+random features) can separate the classes while no two images are equal; ``overlap`` > 0 makes
+neighbouring classes overlap (jittered hues, shapes of other classes, more noise), so that the task
+is not trivially easy. Class names are those
 of a published dataset (label order included) or any list given.
 
 Layouts (``layout``):
@@ -39,23 +41,38 @@ def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, radius: float) -> np
     return ((np.abs(dx) <= arm) & (np.abs(dy) <= radius)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= radius))
 
 
-def synthetic_image(label: int, num_classes: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """An RGB uint8 image of class ``label``: class colour and shape, random placement and noise."""
-    colour = 255.0 * np.array(colorsys.hsv_to_rgb(label / num_classes, 0.85, 0.95))
+def synthetic_image(label: int, num_classes: int, size: int, rng: np.random.Generator,
+                    overlap: float = 0.0) -> np.ndarray:
+    """An RGB uint8 image of class ``label``: class colour and shape, random placement and noise.
+
+    ``overlap`` in [0, 1] blurs the classes: the hue is jittered (standard deviation ``overlap`` times
+    half the hue step between classes), the shape is another class's with probability ``overlap / 2``
+    and the pixel noise grows (standard deviation 12 + 30 * ``overlap``), so neighbouring classes share
+    images and no classifier reaches 100%.  At 0 the classes are separable (and the images are those
+    this function always wrote: the extra random draws happen only when ``overlap`` > 0)."""
+    hue, shape_label = label / num_classes, label
+    if overlap > 0:
+        hue += rng.normal(0.0, overlap * 0.5 / num_classes)
+        if rng.uniform() < 0.5 * overlap:
+            shape_label = int(rng.integers(num_classes))
+    colour = 255.0 * np.array(colorsys.hsv_to_rgb(hue % 1.0, 0.85, 0.95))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     centre = rng.uniform(0.3 * size, 0.7 * size, size=2)
     radius = rng.uniform(0.2, 0.32) * size
-    mask = _shape_mask(_SHAPES[label % len(_SHAPES)], yy - centre[0], xx - centre[1], radius)
+    mask = _shape_mask(_SHAPES[shape_label % len(_SHAPES)], yy - centre[0], xx - centre[1], radius)
     image = np.full((size, size, 3), rng.uniform(15, 60))
     image[mask] = colour * rng.uniform(0.8, 1.0)
-    image += rng.normal(0.0, 12.0, size=image.shape)
+    image += rng.normal(0.0, 12.0 + 30.0 * overlap, size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def write_synthetic_dataset(out: str, name: str, classnames: Optional[Sequence[str]] = None,
-                            layout: str = "published", per_class: int = 20, size: int = 32, seed: int = 0) -> str:
+                            layout: str = "published", per_class: int = 20, size: int = 32, seed: int = 0,
+                            overlap: float = 0.0) -> str:
     """Write the dataset and return its folder (<out>/<name>). ``classnames`` defaults to the class
-    names of the published dataset ``name``."""
+    names of the published dataset ``name``; ``overlap``: see :func:`synthetic_image`."""
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be between 0 and 1, got {overlap}")
     if layout not in LAYOUTS:
         raise ValueError(f"Unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
     if per_class < 3:
@@ -75,7 +92,7 @@ def write_synthetic_dataset(out: str, name: str, classnames: Optional[Sequence[s
         for path in paths:
             target = os.path.join(image_dir, path)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            pixels = synthetic_image(label, len(classnames), size, rng)
+            pixels = synthetic_image(label, len(classnames), size, rng, overlap)
             Image.fromarray(pixels).save(target, compress_level=1)
         paths_by_class.append(paths)
 
