@@ -101,7 +101,8 @@ dataset_name() {
 # (skipped, saying so on stderr).  The arguments are recorded in <output dir>/command.txt: a folder
 # holding a run made with other arguments (finished or not) is an error, never reused or resumed,
 # so results of other settings are never presented as these.  With DRY_RUN=1 nothing runs: one line
-# "run<TAB><output dir><TAB><shell-quoted command>" (or "skip<TAB><output dir>") is printed instead,
+# "run<TAB><output dir><TAB><shell-quoted command><TAB><arguments record>" (or "skip<TAB><output dir>")
+# is printed instead (the sweep writes the record to command.txt before it runs the command),
 # which is how `python -m clip_biomed.sweep` learns each run's command and folder from these scripts.
 run_train() {
     local dir=$1
@@ -120,7 +121,7 @@ run_train() {
     fi
     skip_finished "$dir" "$(case " $* " in *" --eval-only "*) echo eval;; esac)" && return 0
     if [ "${DRY_RUN:-0}" = 1 ]; then
-        printf 'run\t%s\t%s\n' "$dir" "$(printf '%q ' "$PYTHON" "$REPO_ROOT/train.py" --output-dir "$dir" "$@")"
+        printf 'run\t%s\t%s\t%s\n' "$dir" "$(printf '%q ' "$PYTHON" "$REPO_ROOT/train.py" --output-dir "$dir" "$@")" "$arguments"
     else
         mkdir -p "$dir"
         echo "$arguments" > "$dir/command.txt"
