@@ -98,8 +98,10 @@ def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optiona
     ``method`` and ``published`` (the method's name and its published trainer names) only word the
     errors; by default they are read off ``CoOp_<Backbone>``-style names.
     """
-    method = method or trainer.split("_")[0]
-    published = ", ".join(published) or f"{method}_BiomedCLIP, {method}_CLIP, ..."
+    if not method:  # a published name is <method>_<backbone> (LinearProbe_P2_CLIP: LinearProbe_P2)
+        suffix = f"_{alias_backbone}"
+        method = trainer[:-len(suffix)] if alias_backbone and trainer.endswith(suffix) else trainer
+    names = ", ".join(published) or f"{method}_BiomedCLIP, {method}_CLIP, ..."
     name = configured.strip()
     if name.startswith(_MODEL_LOCATIONS):
         return name, ""
@@ -112,16 +114,13 @@ def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optiona
                         f"{trainer} loads OpenAI CLIP {name} (OpenAI's weights), as the published trainer does")
             return alias_backbone, (f"MODEL.BACKBONE.NAME {name!r} (the published YAMLs' placeholder) is ignored: "
                                     f"{trainer} uses {alias_backbone}, as the published trainer does")
-        method = method or trainer.rsplit("_", 1)[0]
         raise ValueError(f"--trainer {trainer} is the published name of {method} on {alias_backbone}, but "
                          f"MODEL.BACKBONE.NAME is {name!r}. Use --trainer {method} MODEL.BACKBONE.NAME {name} to "
                          f"run it on {name}, or drop MODEL.BACKBONE.NAME")
     if not name:
         return default, ""
     if name in OPENAI_SPELLINGS:
-        method = method or trainer
         arch = open_clip_spelling(name)
-        names = ", ".join(published) or f"{method}_BiomedCLIP, {method}_CLIP, ..."
         raise ValueError(
             f"MODEL.BACKBONE.NAME {name!r} is OpenAI CLIP's spelling, which the published YAMLs carry as a "
             f"placeholder; --trainer {trainer} would load OpenAI CLIP {name} instead of {default}. Pass "

@@ -108,9 +108,23 @@ def _released_layout(run_dir: str) -> Tuple[str, str, str]:
     return parts[i - 1], parts[i + 1], "base_to_novel" if "train_base" in parts[:i] else "few_shot"
 
 
+def _assign(cfg, values: dict) -> None:
+    """Set a run's recorded config values into ``cfg`` as they are.  (yacs' merge would parse string
+    values again, and a value such as BiomedAP's template "{}" would come back as a dict.)"""
+    from yacs.config import CfgNode
+
+    for key, value in values.items():
+        current = cfg.get(key)
+        if isinstance(value, dict):
+            if not isinstance(current, CfgNode):
+                cfg[key] = current = CfgNode()
+            _assign(current, value)
+        else:  # JSON has no tuples: keep the default's tuple type (e.g. INPUT.SIZE)
+            cfg[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+
+
 def _config_and_classnames(run_dir: str, train, plugins, backbone: Optional[str], cpu: bool, opts: Sequence[str]):
     from clip_biomed.dassl import get_cfg_default
-    from yacs.config import CfgNode
 
     cfg = get_cfg_default()
     train.extend_cfg(cfg, plugins)
@@ -118,7 +132,7 @@ def _config_and_classnames(run_dir: str, train, plugins, backbone: Optional[str]
     if osp.isfile(info_path):
         with open(info_path, encoding="utf-8") as f:
             info = json.load(f)
-        cfg.merge_from_other_cfg(CfgNode(info["config"]))
+        _assign(cfg, info["config"])
         classnames = info["classnames"]
     else:
         from datasets.base import base_new_labels

@@ -141,7 +141,9 @@ run_arguments() {
         words+=("${1#"$REPO_ROOT"/}")
         shift
     done
-    printf '%q ' "${words[@]}"
+    local line
+    line=$(printf '%q ' "${words[@]}")
+    echo "${line% }"
 }
 
 # skip_finished <output dir> [eval]: true (and says so) when that run has finished.

@@ -165,6 +165,6 @@ def test_few_shot_script_runs_biomedcoop_on_a_shortcut():
     env = {**os.environ, "DRY_RUN": "1", "SEEDS": "1"}
     out = subprocess.run(["bash", os.path.join(REPO, "scripts/biomedcoop/few_shot.sh"), "btmri", "16", "MedSigLIP"],
                          env=env, capture_output=True, text=True, check=True).stdout
-    kind, folder, command = out.splitlines()[0].split("\t")
+    kind, folder, command, _record = out.splitlines()[0].split("\t")
     assert kind == "run" and folder.endswith("btmri/shots_16/BiomedCoOp_MedSigLIP/nctx4_cscFalse_ctpend/seed1")
     assert "MODEL.BACKBONE.NAME MedSigLIP" in command and "INPUT.SIZE" not in command

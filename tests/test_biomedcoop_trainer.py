@@ -1,5 +1,4 @@
 """The BiomedCoOp trainer and the shared prompt learner on a tiny local model and synthetic data."""
-import io
 import os
 
 import pytest

@@ -198,13 +198,16 @@ def test_the_default_output_dir_is_never_inside_the_repository(monkeypatch, tmp_
     train.check_output_dir(train.setup_cfg(implicit), implicit)  # ./output of the user's own folder
 
 
-def test_an_error_is_one_line_before_the_config_dump_with_the_traceback_in_the_log(tmp_path, monkeypatch,
+def test_an_error_is_one_line_before_the_config_dump_with_the_traceback_in_the_log(tmp_path, monkeypatch, tiny_biomedclip,
                                                                                   train_main_in_process):
+    from clip_biomed.backbones.testing import tiny_name
+
     argv = ["--root", str(tmp_path / "no_data"), "--trainer", "BiomedCoOp", "--seed", "1",
             "--dataset-config-file", str(REPO_ROOT / "configs" / "datasets" / "btmri.yaml")]
+    model = ["MODEL.BACKBONE.NAME", tiny_name(tiny_biomedclip)]  # found, so the missing dataset is the error
     monkeypatch.delenv(train.DEBUG_ENV_VAR, raising=False)
     with pytest.raises(SystemExit) as info:
-        train.run_cli([*argv, "--output-dir", str(tmp_path / "out")])
+        train.run_cli([*argv, "--output-dir", str(tmp_path / "out"), *model])
     message = str(info.value.code)
     assert message.startswith("train.py: error: FileNotFoundError: Dataset BTMRI not found (missing ")
     assert message.endswith(f"(full traceback in {tmp_path / 'out' / 'log.txt'}; CLIP_BIOMED_DEBUG=1 prints it here)")
@@ -212,4 +215,4 @@ def test_an_error_is_one_line_before_the_config_dump_with_the_traceback_in_the_l
     assert "Traceback (most recent call last)" in log and "** Config **" not in log
     monkeypatch.setenv(train.DEBUG_ENV_VAR, "1")
     with pytest.raises(FileNotFoundError, match="Dataset BTMRI not found"):
-        train.run_cli([*argv, "--output-dir", str(tmp_path / "debug")])
+        train.run_cli([*argv, "--output-dir", str(tmp_path / "debug"), *model])

@@ -62,8 +62,8 @@ def test_every_baseline_script_runs_and_parse_test_res_reads_each_result(synthet
     for script, args in invocations:
         lines = dry_run(script, args, env)
         assert lines and all(kind == "run" for kind, *_ in lines), lines
-        runs += [directory for _, directory, _ in lines]
-        for _, _, command in lines:
+        runs += [directory for _, directory, *_ in lines]
+        for _, _, command, *_ in lines:
             run_in_process(command)
     assert len(runs) == 4 + 2 + 1 + 1 + 2 + 2
 

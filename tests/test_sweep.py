@@ -5,7 +5,6 @@ writes the log such a run writes, so that these tests take seconds; the demo run
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
