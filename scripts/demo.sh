@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The methods compared: any method with launch scripts (scripts/<method>/few_shot.sh, zero-shot ones).
-METHODS=${METHODS:-"BiomedCoOp"}
-SHOTS=${SHOTS:-"1 2 4 8"}
+METHODS=${METHODS:-"Zeroshot CoOp BiomedCoOp LinearProbe TIPAdapter"}
+SHOTS=${SHOTS:-"1 4 8"}
 SEEDS=${SEEDS:-"1 2 3"}
 EPOCHS=${EPOCHS:-20}
 DEMO=${DEMO:-demo}
@@ -35,5 +35,5 @@ echo "Demo folder (these settings): $RUN"
 "$PYTHON" -m clip_biomed.sweep --methods $METHODS --datasets btmri --shots $SHOTS --seeds $SEEDS \
     --backbone "local-dir:$RUN/tiny-biomedclip" --data "$RUN/data" --output "$RUN/output" --jobs 2 \
     --opts OPTIM.MAX_EPOCH "$EPOCHS" OPTIM.LR 0.05 DATALOADER.TRAIN_X.BATCH_SIZE 32 TRAINER.BIOMEDCOOP.TEXT_DROPOUT False \
-    INPUT.SIZE "(32, 32)" DATALOADER.NUM_WORKERS 0
+    INPUT.SIZE "(32, 32)" DATALOADER.NUM_WORKERS 0 FEATURE_CACHE.DIR "$RUN/feature_cache"
 "$PYTHON" -m clip_biomed.results "$RUN/output" --out "$RUN/results"
