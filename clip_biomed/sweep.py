@@ -97,16 +97,20 @@ def discover_methods(script_dirs: Sequence[str] = ()) -> Dict[str, Dict[str, Met
     return found
 
 
-def resolve_methods(names: Sequence[str], methods: Dict[str, Dict[str, MethodScript]]
-                    ) -> List[Tuple[str, Optional[str]]]:
+def resolve_methods(names: Sequence[str], methods: Dict[str, Dict[str, MethodScript]],
+                    protocol: Optional[str] = None) -> List[Tuple[str, Optional[str]]]:
     """``[(method, backbone or None)]`` for method names (any case), script folder names, or published
-    names ``<Method>_<Backbone>`` (which fix the backbone)."""
+    names ``<Method>_<Backbone>`` (which fix the backbone); ``all``: every method with a script for
+    ``protocol``."""
     by_key = {m.lower(): m for m in methods}
     for method, scripts in methods.items():
         for script in scripts.values():
             by_key.setdefault(osp.basename(osp.dirname(script.path)).lower(), method)
     resolved = []
     for name in names:
+        if name.lower() == "all":
+            resolved += [(m, None) for m in sorted(methods) if protocol is None or protocol in methods[m]]
+            continue
         if name.lower() in by_key:
             resolved.append((by_key[name.lower()], None))
             continue
@@ -389,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     grid = parser.add_argument_group("the grid")
     grid.add_argument("--methods", nargs="+", required=True, help="method names (TRAINER of their scripts), script "
-                      "folder names or published names <Method>_<Backbone>")
+                      "folder names, published names <Method>_<Backbone>, or all (every method with a script "
+                      "for the protocol)")
     grid.add_argument("--datasets", nargs="+", required=True, help="dataset config names, e.g. btmri busi")
     grid.add_argument("--protocol", choices=PROTOCOLS, default="few_shot")
     grid.add_argument("--shots", nargs="+", type=int,
@@ -435,7 +440,7 @@ def main(argv=None) -> int:
     if args.jobs < 1:
         raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
     methods = discover_methods(args.scripts_dir)
-    grid = Grid(protocol=args.protocol, entries=resolve_methods(args.methods, methods), datasets=args.datasets,
+    grid = Grid(protocol=args.protocol, entries=resolve_methods(args.methods, methods, args.protocol), datasets=args.datasets,
                 shots=list(args.shots or DEFAULT_SHOTS[args.protocol]), seeds=args.seeds, backbones=args.backbones,
                 opts=_opts(args.opts), data=osp.abspath(args.data), output=osp.abspath(args.output),
                 python=args.python)

@@ -97,6 +97,11 @@ def test_methods_are_found_by_the_trainer_line_of_their_scripts(fakes):
     assert not found["FakeZeroShot"]["few_shot"].takes_shots
     assert sweep.resolve_methods(["biomedcoop", "BiomedCoOp_CLIP", "fakezs", "FakeMethod"], found) == [
         ("BiomedCoOp", None), ("BiomedCoOp", "CLIP"), ("FakeZeroShot", None), ("FakeMethod", None)]
+    every = [m for m in sorted(found)]
+    assert [m for m, _ in sweep.resolve_methods(["all"], found, "few_shot")] == every
+    assert [m for m, _ in sweep.resolve_methods(["all"], found, "base2new")] == [
+        m for m in every if "base2new" in found[m]] and ("FakeMethod", None) not in sweep.resolve_methods(
+            ["all"], found, "base2new")
     with pytest.raises(sweep.SweepError) as error:
         sweep.resolve_methods(["CoOpp"], found)
     assert "Unknown method 'CoOpp'" in str(error.value)
