@@ -39,11 +39,15 @@ _EPOCH_FILE = re.compile(r"model\.pth\.tar-(\d+)$")
 
 
 def write_run_info(trainer, cfg) -> str:
-    """Write ``<OUTPUT_DIR>/run_info.json``: the trainer name, the class names in label order and the
-    full config (what :func:`load_predictor` rebuilds the trainer from)."""
+    """Write ``<OUTPUT_DIR>/run_info.json``: the trainer name, the class names in label order, the full
+    config and the size of the training data (some methods size their state by it, e.g. Tip-Adapter's
+    cache, or their schedule by it): what :class:`Predictor` rebuilds the trainer from."""
     path = osp.join(cfg.OUTPUT_DIR, RUN_INFO)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    info = {"trainer": cfg.TRAINER.NAME, "classnames": list(trainer.dm.dataset.classnames), "config": cfg}
+    loader = trainer.train_loader_x
+    data = {"train_size": len(trainer.dm.dataset.train_x), "train_batches": len(loader) if loader is not None else 0}
+    info = {"trainer": cfg.TRAINER.NAME, "classnames": list(trainer.dm.dataset.classnames), "data": data,
+            "config": cfg}
     with open(f"{path}.partial", "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1)
     os.replace(f"{path}.partial", path)
@@ -57,22 +61,25 @@ class Prediction:
 
 
 class _ClassNamesOnly:
-    """What a trainer reads of its DataManager while it is built, without any data."""
+    """What a trainer reads of its DataManager while it is built, without any data: the class names,
+    and training data and loader of the recorded sizes whose items are never read."""
 
-    def __init__(self, classnames: Sequence[str]):
+    def __init__(self, classnames: Sequence[str], train_size: int = 0, train_batches: int = 0):
         lab2cname = dict(enumerate(classnames))
-        self.dataset = SimpleNamespace(classnames=list(classnames), lab2cname=lab2cname, num_classes=len(classnames))
+        self.dataset = SimpleNamespace(classnames=list(classnames), lab2cname=lab2cname, num_classes=len(classnames),
+                                       train_x=[None] * train_size)
         self.num_classes, self.lab2cname, self.num_source_domains = len(classnames), lab2cname, 0
-        self.train_loader_x = self.train_loader_u = self.val_loader = self.test_loader = None
+        self.train_loader_x = range(train_batches) if train_batches else None
+        self.train_loader_u = self.val_loader = self.test_loader = None
 
 
-def _without_data(trainer_class, classnames):
-    """``trainer_class`` with a data manager holding only ``classnames``: a method that needs its
-    training data to be built fails there, with its own error."""
+def _without_data(trainer_class, classnames, data):
+    """``trainer_class`` with a data manager holding only ``classnames`` and the recorded ``data``
+    sizes: a method that needs its training data itself to be built fails there, with its own error."""
     def build_data_loader(self):
-        dm = _ClassNamesOnly(classnames)
+        dm = _ClassNamesOnly(classnames, data.get("train_size", 0), data.get("train_batches", 0))
         self.dm = dm
-        self.train_loader_x = self.train_loader_u = self.val_loader = self.test_loader = None
+        self.train_loader_x, self.train_loader_u, self.val_loader, self.test_loader = dm.train_loader_x, None, None, None
         self.num_classes, self.num_source_domains, self.lab2cname = dm.num_classes, 0, dm.lab2cname
 
     return type(trainer_class.__name__, (trainer_class,), {"build_data_loader": build_data_loader})
@@ -133,11 +140,10 @@ def _config_and_classnames(run_dir: str, train, plugins, backbone: Optional[str]
         with open(info_path, encoding="utf-8") as f:
             info = json.load(f)
         _assign(cfg, info["config"])
-        classnames = info["classnames"]
+        classnames, data = info["classnames"], info.get("data", {})
     else:
-        from datasets.base import base_new_labels
-
         from clip_biomed.data_tools.catalog import published_dataset
+        from clip_biomed.data_tools.splits import base_new_labels
 
         dataset, trainer, protocol = _released_layout(run_dir)
         method = trainer.split("_")[0]
@@ -153,6 +159,7 @@ def _config_and_classnames(run_dir: str, train, plugins, backbone: Optional[str]
         names = published_dataset(cfg.DATASET.NAME).classnames
         kept = base_new_labels(range(len(names)), cfg.DATASET.SUBSAMPLE_CLASSES)
         classnames = [names[label] for label in sorted(kept, key=kept.get)]
+        data = {}
     if backbone:
         cfg.MODEL.BACKBONE.NAME = backbone
     cfg.merge_from_list(list(opts))
@@ -160,7 +167,7 @@ def _config_and_classnames(run_dir: str, train, plugins, backbone: Optional[str]
         cfg.USE_CUDA = False
     cfg.OUTPUT_DIR = run_dir
     cfg.freeze()
-    return cfg, classnames
+    return cfg, classnames, data
 
 
 class Predictor:
@@ -172,12 +179,12 @@ class Predictor:
 
         run_dir, file_epoch = locate(source)
         train, plugins = _plugins()
-        cfg, self.classnames = _config_and_classnames(run_dir, train, plugins, backbone, cpu, opts)
+        cfg, self.classnames, data = _config_and_classnames(run_dir, train, plugins, backbone, cpu, opts)
         names = TRAINER_REGISTRY.registered_names()
         if cfg.TRAINER.NAME not in names:
             raise KeyError(f"The run's trainer {cfg.TRAINER.NAME!r} is not registered; registered: "
                            f"{', '.join(sorted(names))} (CLIP_BIOMED_PLUGINS=module adds others)")
-        self.trainer = _without_data(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), self.classnames)(cfg)
+        self.trainer = _without_data(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), self.classnames, data)(cfg)
         if self.trainer.get_model_names():  # methods with a trained state; zero-shot has none
             self.trainer.load_model(run_dir, epoch=epoch if epoch is not None else file_epoch)
         self.trainer.set_model_mode("eval")

@@ -12,35 +12,17 @@ K per class from train, min(K, 4) per class from val, the full test set) are dra
 they are the subsets Dassl/CoOp draw for the same split file and seed. Base/new subsampling
 (DATASET.SUBSAMPLE_CLASSES) is applied afterwards, as in CoOp.
 """
-import math
 import os
 from collections import Counter
 
 from clip_biomed.dassl import DatasetBase, Datum
 from clip_biomed.data_tools.download import download_command, verify_command
 from clip_biomed.data_tools.splits import (
-    SPLIT_KEYS, SplitFileError, fewshot_cache_path, file_sha256, published_layout, read_fewshot_cache, read_split_file,
-    write_fewshot_cache,
+    SPLIT_KEYS, SplitFileError, base_new_labels, fewshot_cache_path, file_sha256, published_layout,
+    read_fewshot_cache, read_split_file, write_fewshot_cache,
 )
 
-SUBSAMPLE_CHOICES = ("all", "base", "new")
 VAL_SHOTS_CAP = 4  # CoOp-style datasets keep min(K, 4) validation images per class
-
-
-def base_new_labels(labels, subsample):
-    """{old label: new label} of the classes that ``subsample`` keeps (CoOp's rule).
-
-    With n distinct ``labels`` and m = ceil(n / 2), "base" keeps labels 0..m-1 and "new" keeps
-    m..n-1 relabelled to 0..n-m-1; "all" keeps every label as it is.
-    """
-    if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_CHOICES)}, got {subsample!r}")
-    labels = sorted(set(labels))
-    if subsample == "all":
-        return {label: label for label in labels}
-    m = math.ceil(len(labels) / 2)
-    kept = labels[:m] if subsample == "base" else labels[m:]
-    return {label: new_label for new_label, label in enumerate(kept)}
 
 
 def subsample_classes(*splits, subsample="all"):

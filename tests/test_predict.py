@@ -14,6 +14,7 @@ from clip_biomed.dassl import build_transform, read_image
 from clip_biomed.method import ClipTrainer, register_method
 from clip_biomed.published_checkpoints import checkpoint_path
 from tests.test_biomedcoop_trainer import make_trainer, write_published_checkpoint
+from tests.test_methods_on_families import METHODS, one_step_trainer
 
 SMALL = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0"]
 
@@ -112,3 +113,16 @@ def test_a_run_without_trained_state(synthetic_root, tiny_biomedclip, tmp_path):
     paths = images_of(synthetic_root, "meningioma_tumor", 2)
     probabilities = predict.Predictor(str(tmp_path / "zs")).probabilities(paths)
     torch.testing.assert_close(probabilities, trained_probabilities(trainer, paths))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_predicts_as_its_trained_run(method, synthetic_root, tiny_biomedclip, tmp_path):
+    """Each method trained one step (or not at all: zero-shot) and rebuilt from its run folder alone."""
+    run = tmp_path / "run"
+    trainer = one_step_trainer(method, tiny_name(tiny_biomedclip), synthetic_root, run)
+    if trainer.get_model_names():
+        trainer.train()
+    predict.write_run_info(trainer, trainer.cfg)
+    paths = images_of(synthetic_root, "glioma_tumor", 2) + images_of(synthetic_root, "normal_brain", 2)
+    torch.testing.assert_close(predict.Predictor(str(run)).probabilities(paths), trained_probabilities(trainer, paths),
+                               rtol=1e-5, atol=1e-6)

@@ -1,6 +1,7 @@
 """Every command README.md shows is exercised: the demo runs here, `make test` runs in CI, and the
 commands that need real weights or data are checked against the scripts and CLIs they call (the
 script exists and parses, every flag the README uses is accepted), so the README cannot rot."""
+import functools
 import os
 import re
 import shlex
@@ -29,14 +30,19 @@ def _words(command):
 
 
 def _help(words):
-    """The --help text of the python entry point a README command calls."""
+    """The --help text of the python entry point a README command calls (each entry point once)."""
     if words[1] == "-m":
         module, rest = words[2], words[3:]
         sub = [rest[0]] if rest and not rest[0].startswith("-") and module in SUBCOMMAND_MODULES else []
         cmd = [sys.executable, "-m", module, *sub, "--help"]
     else:
         cmd = [sys.executable, os.path.join(REPO, words[1]), "--help"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    return _help_text(tuple(cmd))
+
+
+@functools.lru_cache(maxsize=None)
+def _help_text(cmd):
+    result = subprocess.run(list(cmd), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{cmd}: {result.stderr[-2000:]}"
     return result.stdout
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 from collections import Counter
@@ -189,3 +190,22 @@ def read_fewshot_cache(path: str, split: Split, *, split_sha256: str, shots: Map
             raise SplitFileError(f"{path}: {part!r} does not hold {num_shots} items of every class")
         subsets[part] = entries
     return subsets
+
+
+SUBSAMPLE_CHOICES = ("all", "base", "new")  # DATASET.SUBSAMPLE_CLASSES
+
+
+def base_new_labels(labels, subsample):
+    """{old label: new label} of the classes that ``subsample`` keeps (CoOp's rule).
+
+    With n distinct ``labels`` and m = ceil(n / 2), "base" keeps labels 0..m-1 and "new" keeps
+    m..n-1 relabelled to 0..n-m-1; "all" keeps every label as it is.
+    """
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_CHOICES)}, got {subsample!r}")
+    labels = sorted(set(labels))
+    if subsample == "all":
+        return {label: label for label in labels}
+    m = math.ceil(len(labels) / 2)
+    kept = labels[:m] if subsample == "base" else labels[m:]
+    return {label: new_label for new_label, label in enumerate(kept)}
