@@ -203,7 +203,7 @@ def main():
     parser.add_argument("--test-per-class", type=int, default=12, help="test images per class (default 12)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--prompt-methods", nargs="+", default=["BiomedCoOp", "CoOp"],
-                        help="prompt methods of the sweep; those not registered on this branch are skipped")
+                        help="prompt methods of the sweep; those not registered (e.g. without their trainer module) are skipped, and named")
     parser.add_argument("--feature-methods", nargs="+", default=["LinearProbe", "TIPAdapter"])
     parser.add_argument("--model", choices=["full", "tiny"], default="full")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -220,7 +220,7 @@ def main():
         first_peak, second_peak, resettable = run_evaluations(bench)
         if not args.skip_sweep:
             if skipped:
-                print(f"    (prompt methods not registered on this branch, left out: {', '.join(skipped)})")
+                print(f"    (prompt methods not registered, left out: {', '.join(skipped)})")
             run_sweep(bench, prompt + args.feature_methods)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(work) for f in files
                    if f.endswith(".safetensors"))
