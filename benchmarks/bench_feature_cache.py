@@ -34,12 +34,11 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import open_clip  # noqa: E402
 import torch  # noqa: E402
 
 import train  # noqa: E402
-from benchmarks.bench_train_step import full_size_biomedclip  # noqa: E402
-from clip_biomed.backbones import PreprocessInfo, register_backbone  # noqa: E402
+from benchmarks.bench_train_step import BIOMEDCLIP_PREPROCESS, full_size_biomedclip  # noqa: E402
+from clip_biomed.backbones import register_backbone  # noqa: E402
 from clip_biomed.backbones.testing import make_tiny, tiny_name  # noqa: E402
 from clip_biomed.dassl import TRAINER_REGISTRY, build_trainer, set_random_seed  # noqa: E402
 from clip_biomed.data_tools.synthetic import write_synthetic_dataset  # noqa: E402
@@ -76,8 +75,7 @@ class InMemoryModel:
     def __init__(self, device):
         self.device, self.model = device, None
 
-    # what the data pipeline follows (image_input.py): BiomedCLIP's preprocessing
-    preprocess = PreprocessInfo(224, tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD), "bicubic")
+    preprocess = BIOMEDCLIP_PREPROCESS  # what the data pipeline follows (image_input.py)
 
     def build(self, name):
         if self.model is None:

@@ -35,6 +35,10 @@ CLASSNAMES = ["glioma tumor", "meningioma tumor", "pituitary tumor", "normal bra
               "complex stroma", "debris", "empty background"]
 
 
+# BiomedCLIP's image preprocessing (224 px, CLIP mean/std, bicubic)
+BIOMEDCLIP_PREPROCESS = PreprocessInfo(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
 def full_size_biomedclip(device):
     """BiomedCLIP's architecture with random weights, built from a temporary local text config."""
     import open_clip
@@ -42,23 +46,22 @@ def full_size_biomedclip(device):
 
     from clip_biomed.backbones.tiny import _vocabulary
 
-    text_dir = tempfile.mkdtemp(prefix="bert-base-")
-    BertConfig(vocab_size=30522, pad_token_id=0).save_pretrained(text_dir)  # BERT-base sizes
-    vocab = _vocabulary()
-    vocab += [f"[unused{i}]" for i in range(30522 - len(vocab))]
-    with open(os.path.join(text_dir, "vocab.txt"), "w") as f:
-        f.write("\n".join(vocab) + "\n")
-    model = open_clip.CustomTextCLIP(
-        embed_dim=512,
-        vision_cfg={"timm_model_name": "vit_base_patch16_224", "timm_model_pretrained": False,
-                    "timm_pool": "", "timm_proj": "linear", "image_size": 224},
-        text_cfg={"hf_model_name": text_dir, "hf_tokenizer_name": text_dir, "hf_model_pretrained": False,
-                  "hf_proj_type": "mlp", "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 256},
-    ).to(device).eval().requires_grad_(False)
-    tokenizer = open_clip.tokenizer.HFTokenizer(text_dir, context_length=256)
-    info = PreprocessInfo(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+    with tempfile.TemporaryDirectory(prefix="bert-base-") as text_dir:  # read while building, then removed
+        BertConfig(vocab_size=30522, pad_token_id=0).save_pretrained(text_dir)  # BERT-base sizes
+        vocab = _vocabulary()
+        vocab += [f"[unused{i}]" for i in range(30522 - len(vocab))]
+        with open(os.path.join(text_dir, "vocab.txt"), "w") as f:
+            f.write("\n".join(vocab) + "\n")
+        model = open_clip.CustomTextCLIP(
+            embed_dim=512,
+            vision_cfg={"timm_model_name": "vit_base_patch16_224", "timm_model_pretrained": False,
+                        "timm_pool": "", "timm_proj": "linear", "image_size": 224},
+            text_cfg={"hf_model_name": text_dir, "hf_tokenizer_name": text_dir, "hf_model_pretrained": False,
+                      "hf_proj_type": "mlp", "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 256},
+        ).to(device).eval().requires_grad_(False)
+        tokenizer = open_clip.tokenizer.HFTokenizer(text_dir, context_length=256)
     return OpenClipBackbone.wrap(model, tokenizer, name="BiomedCLIP-architecture (random)", family="biomedclip",
-                                 context_length=256, preprocess=info)
+                                 context_length=256, preprocess=BIOMEDCLIP_PREPROCESS)
 
 
 def published_step(backbone, learner, images, labels, fixed_embeddings, lambdas, tau):
