@@ -44,7 +44,8 @@ def run_in_process(command):
             sys.stdout = console
 
 
-def test_every_baseline_script_runs_and_parse_test_res_reads_each_result(synthetic_root, tiny_biomedclip, tmp_path):
+def test_every_baseline_script_runs_and_parse_test_res_reads_each_result(synthetic_root, tiny_biomedclip, tmp_path,
+                                                                      train_main_in_process):
     output = tmp_path / "output"
     env = {**os.environ, "DATA": str(synthetic_root), "OUTPUT": str(output), "PYTHON": sys.executable,
            "SEEDS": "1", "SHOTS": "2"}
