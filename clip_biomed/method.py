@@ -14,9 +14,10 @@ A method (``trainers/<method>.py``) subclasses it, sets ``METHOD`` and ``CONFIG_
 
 Frozen image features go through ``frozen_feature_batches``, which reads them from (and writes them
 to) the on-disk feature cache (``clip_biomed/feature_cache.py``, keys ``FEATURE_CACHE.*``), so a
-second evaluation of the same images by any method, seed or shot count encodes nothing.  A method
-whose image features stop being those of the loaded weights at run time (e.g. BatchNorm statistics
-that drift while training) overrides ``uses_feature_cache()`` to return False then.
+second evaluation of the same images by any method, seed or shot count encodes nothing.  A run
+whose image features stop being those of the loaded weights (BiomedCoOp with ``IMAGE_BN train``:
+BatchNorm statistics drift while training) sets ``self.FROZEN_IMAGE_FEATURES = False`` for itself,
+and evaluates on images; ``uses_feature_cache()`` is the hook for finer opt-outs.
 
 It provides: the backbone from ``MODEL.BACKBONE.NAME`` (published trainer names and the published
 YAMLs' ``ViT-B/16`` spelling resolved as the published code resolves them, or refused with the fix),
@@ -133,11 +134,12 @@ def resolve_backbone_name(configured: str, trainer: str, alias_backbone: Optiona
 def _rng_state() -> dict:
     """Every RNG a training epoch draws from, as tensors and plain lists (loadable with weights_only)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "python": [version, list(internal), python_gauss],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -249,10 +251,11 @@ class ClipTrainer(TrainerX):
 
     # -- evaluation --------------------------------------------------------------------------------
     def eval_constant(self, key: str, compute: Callable[[], object]):
-        """A value computed once per evaluation (e.g. the text features of the learned prompts);
-        forgotten when the model mode changes or weights are loaded."""
+        """A value computed once per evaluation (e.g. the text features of the learned prompts), under
+        the precision's autocast; forgotten when the model mode changes or weights are loaded."""
         if key not in self._eval_constants:
-            self._eval_constants[key] = compute()
+            with self.precision.autocast():
+                self._eval_constants[key] = compute()
         return self._eval_constants[key]
 
     def set_model_mode(self, mode="train", names=None):

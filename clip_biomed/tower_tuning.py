@@ -151,11 +151,7 @@ class TowerTuningTrainer(ClipTrainer):
 
     @torch.no_grad()
     def model_inference(self, images):
-        def class_text_features():
-            with self.precision.autocast():
-                return self.text_features()
-
-        text_features = self.eval_constant("text_features", class_text_features)
+        text_features = self.eval_constant("text_features", self.text_features)
         with self.precision.autocast():
             image_features = self.tuned_image_features(images)
         return self.scale * image_features @ text_features.t()

@@ -187,11 +187,9 @@ class BiomedAP(BiomedDPT):
                                teacher_logits, fused_text, context, opts), logits
 
     def inference_hooks(self) -> Dict[int, TokenHook]:
-        def class_mean_context():
-            with self.precision.autocast():
-                return self.context_tokens(self.prompt_learner()).mean(dim=0, keepdim=True)
-
-        return self.fused_hooks(self.eval_constant("fusion_context", class_mean_context), [])
+        context = self.eval_constant("fusion_context",
+                                     lambda: self.context_tokens(self.prompt_learner()).mean(dim=0, keepdim=True))
+        return self.fused_hooks(context, [])
 
     def loadable_state_dict(self, name, state_dict):
         if name == "fusion":

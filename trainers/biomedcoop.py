@@ -181,8 +181,6 @@ class BiomedCoOp(CoOp):
         opts, classnames = self.opts, self.dm.dataset.classnames
         dataset_name = getattr(self.dm.dataset, "dataset_name", self.cfg.DATASET.NAME)  # FolderDataset: FOLDER.NAME
         self.llm_prompts: List[List[str]] = sentences_for(opts.PROMPTS, dataset_name, classnames, opts.N_PROMPTS)
-        self._prompt_features = None
-        self._prototypes = None
 
     def apply_published_variant(self):
         """Resolve ZSCORE and IMAGE_BN ("auto": as the published trainer of the backbone's family)."""
@@ -209,13 +207,13 @@ class BiomedCoOp(CoOp):
 
     def teacher_features(self):
         """Normalised LLM-prompt features ``[C, P, D]`` and prototypes ``[C, D]``, in eval mode, once."""
-        if self._prompt_features is None:
+        def encode():
             n_cls, n_prompts = len(self.llm_prompts), len(self.llm_prompts[0])
             flat = [sentence for sentences in self.llm_prompts for sentence in sentences]
             features = self.encode_texts(flat).view(n_cls, n_prompts, -1)
-            self._prompt_features = features
-            self._prototypes = F.normalize(features.mean(dim=1), dim=-1)
-        return self._prompt_features, self._prototypes
+            return features, F.normalize(features.mean(dim=1), dim=-1)
+
+        return self.run_constant("teacher_features", encode)
 
     # -- training --------------------------------------------------------------------------------
 

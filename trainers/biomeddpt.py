@@ -215,11 +215,7 @@ class BiomedDPT(ClipTrainer):
     @torch.no_grad()
     def model_inference(self, images):
         """Logits of test images: no labels are used (BiomedAP fuses with the class-mean context)."""
-        def learned_text_features():
-            with self.precision.autocast():
-                return self.text_features_of(self.prompt_learner())
-
-        text_features = self.eval_constant("text_features", learned_text_features)
+        text_features = self.eval_constant("text_features", lambda: self.text_features_of(self.prompt_learner()))
         with self.precision.autocast():
             image_features = self.prompted_image_features(images, self.inference_hooks())
         return self.backbone.logits(image_features, text_features)

@@ -125,11 +125,7 @@ class CoOp(ClipTrainer):
 
     @torch.no_grad()
     def logits_from_features(self, image_features):
-        def learned_text_features():
-            with self.precision.autocast():
-                return self.text_features()
-
-        text_features = self.eval_constant("text_features", learned_text_features)
+        text_features = self.eval_constant("text_features", self.text_features)
         return self.backbone.logits(image_features, text_features)
 
     # -- checkpoints -----------------------------------------------------------------------------
